@@ -1,0 +1,46 @@
+"""Layer 5: the Dagster side. Pure: builds Definitions from a manifest, no network, no pipeline code."""
+
+from __future__ import annotations
+
+import logging
+
+from dagster import AssetsDefinition, AssetSelection, Definitions
+
+from elt_repo.build.automation import automation_sensor
+from elt_repo.build.common import BuildContext
+from elt_repo.build.dlt_assets import build_dlt_assets
+from elt_repo.build.errors import error_specs
+from elt_repo.build.sling_assets import build_sling_assets
+from elt_repo.manifest import Manifest
+from elt_repo.schemas import ConfigError, PipelineSpec
+from elt_repo.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_pipeline_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinition:
+    """The assets of one pipeline, by tool."""
+    if pipeline.tool == "dlt":
+        return build_dlt_assets(ctx, pipeline)
+    return build_sling_assets(ctx, pipeline)
+
+
+def build_definitions(manifest: Manifest, settings: Settings) -> Definitions:
+    """Assets, automation sensors and error placeholders for every pipeline in the manifest."""
+    ctx = BuildContext(manifest=manifest, settings=settings)
+    assets: list[AssetsDefinition] = []
+    sensors = []
+    errors = list(manifest.errors)
+    for pipeline in manifest.pipelines:
+        try:
+            assets_def = build_pipeline_assets(ctx, pipeline)
+        except Exception as exc:  # one pipeline never takes down the code location
+            log.exception("cannot build %s", pipeline.name)
+            errors.append(ConfigError(f"{pipeline.folder}/dagster.yaml", "<build>", str(exc)))
+            continue
+        assets.append(assets_def)
+        sensor = automation_sensor(pipeline, AssetSelection.assets(*assets_def.keys))
+        if sensor is not None:
+            sensors.append(sensor)
+    kept = {p.folder.rsplit("/", 1)[-1] for p in manifest.pipelines if p.name in manifest.pinned}
+    return Definitions(assets=[*assets, *error_specs(tuple(errors), kept)], sensors=sensors)

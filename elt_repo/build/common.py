@@ -1,0 +1,82 @@
+"""What every asset of a pipeline shares: key, group, owners, tags, kinds, metadata, automation."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetKey, AssetSpec, AutomationCondition
+
+from elt_repo.build.metadata import code_references, definition_metadata
+from elt_repo.manifest import Manifest
+from elt_repo.schemas import PipelineSpec
+from elt_repo.settings import Settings
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """The manifest and settings that one build of the definitions works from."""
+
+    manifest: Manifest
+    settings: Settings
+
+    def commit(self, pipeline: PipelineSpec) -> str | None:
+        return self.manifest.commit_for(pipeline)
+
+    def folder(self, pipeline: PipelineSpec) -> Path:
+        """The pipeline's folder inside the worktree of the commit its runs are pinned to."""
+        commit = self.commit(pipeline) or "none"
+        return self.settings.repo_state_dir / "worktrees" / commit / pipeline.folder
+
+
+def asset_key(pipeline: PipelineSpec, table: str) -> AssetKey:
+    """Assets are keyed [pipeline_name, table]."""
+    return AssetKey([pipeline.name, table])
+
+
+def duckdb_pool(path: Path) -> str:
+    """One concurrency pool per DuckDB file: DuckDB allows a single writer process."""
+    resolved = str(path.resolve())
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", path.stem)
+    return f"duckdb_{stem}_{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
+
+
+def automation_condition(pipeline: PipelineSpec) -> AutomationCondition | None:
+    """A cron schedule in config becomes a declarative on_cron condition."""
+    schedule = pipeline.schedule
+    if schedule is None:
+        return None
+    timezone = schedule.execution_timezone or schedule.timezone
+    return AutomationCondition.on_cron(schedule.cron_schedule, timezone)
+
+
+def pipeline_asset_spec(
+    ctx: BuildContext,
+    pipeline: PipelineSpec,
+    table: str,
+    *,
+    destination_kind: str,
+    entry_file: str,
+    extra_metadata: dict[str, Any] | None = None,
+) -> AssetSpec:
+    """The AssetSpec for one table of a pipeline."""
+    commit = ctx.commit(pipeline)
+    metadata = definition_metadata(pipeline, commit)
+    metadata["dagster/code_references"] = code_references(
+        pipeline, str(ctx.folder(pipeline)), entry_file, ctx.manifest.url, commit
+    )
+    description = pipeline.description or f"{pipeline.tool} pipeline {pipeline.name}: {table}"
+    return AssetSpec(
+        key=asset_key(pipeline, table),
+        description=description,
+        group_name=pipeline.group_name,
+        owners=list(pipeline.owners),
+        tags=dict(pipeline.tags),
+        kinds={pipeline.tool, destination_kind, *pipeline.kinds},
+        code_version=pipeline.code_version,
+        automation_condition=automation_condition(pipeline),
+        metadata={**metadata, **(extra_metadata or {})},
+    )

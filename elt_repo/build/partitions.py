@@ -1,0 +1,110 @@
+"""Partitions: time windows, and static keys kept as dynamic partitions on the instance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import (
+    AddDynamicPartitionsRequest,
+    AssetExecutionContext,
+    BackfillPolicy,
+    DagsterInstance,
+    DeleteDynamicPartitionsRequest,
+    DynamicPartitionsDefinition,
+    PartitionsDefinition,
+    TimeWindowPartitionsDefinition,
+)
+
+from elt_repo.manifest import Manifest
+from elt_repo.schemas import PartitionSpec, PipelineSpec
+
+
+def dynamic_partitions_name(pipeline: PipelineSpec) -> str:
+    """The instance-level name of a pipeline's static keys."""
+    return f"{pipeline.name}__keys"
+
+
+def partitions_def(pipeline: PipelineSpec) -> PartitionsDefinition | None:
+    """The partitions definition for a pipeline's assets, if it is partitioned."""
+    part: PartitionSpec | None = pipeline.partitions
+    if part is None:
+        return None
+    if part.type == "time" and part.time:
+        t = part.time
+        return TimeWindowPartitionsDefinition(
+            start=t.start, end=t.end, cron_schedule=t.cron_schedule, timezone=t.timezone, fmt=t.fmt
+        )
+    return DynamicPartitionsDefinition(name=dynamic_partitions_name(pipeline))
+
+
+def backfill_policy(pipeline: PipelineSpec) -> BackfillPolicy | None:
+    """Time windows backfill in one run; static keys one key per run."""
+    part = pipeline.partitions
+    if part is None:
+        return None
+    return BackfillPolicy.single_run() if part.type == "time" else BackfillPolicy.multi_run(1)
+
+
+def partition_values(context: AssetExecutionContext, pipeline: PipelineSpec) -> dict[str, Any]:
+    """`partition_key`, `partition_start` and `partition_end` for the running partition(s)."""
+    if pipeline.partitions is None or not context.has_partition_key_range:
+        return {}
+    if pipeline.partitions.type == "time":
+        window = context.partition_time_window
+        fmt = pipeline.partitions.time.fmt if pipeline.partitions.time else "%Y-%m-%d"
+        keys = context.partition_key_range
+        return {
+            "partition_key": keys.start if keys.start == keys.end else f"{keys.start}...{keys.end}",
+            "partition_start": window.start,
+            "partition_end": window.end,
+            "partition_start_str": window.start.strftime(fmt),
+            "partition_end_str": window.end.strftime(fmt),
+        }
+    return {"partition_key": context.partition_key}
+
+
+def partition_kwargs(names: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Map `partition_args` ({start: start_date, ...}) onto keyword arguments."""
+    source = {"start": "partition_start", "end": "partition_end", "key": "partition_key"}
+    return {kwarg: values[source[role]] for role, kwarg in names.items() if source[role] in values}
+
+
+def dynamic_partition_requests(
+    manifest: Manifest, instance: DagsterInstance
+) -> list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest]:
+    """Instance changes that make each pipeline's dynamic partitions match its static keys."""
+    requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
+    for pipeline in manifest.pipelines:
+        part = pipeline.partitions
+        if part is None or part.type != "static" or part.static is None:
+            continue
+        name = dynamic_partitions_name(pipeline)
+        wanted = list(part.static.partition_keys)
+        existing = set(instance.get_dynamic_partitions(name))
+        missing = [k for k in wanted if k not in existing]
+        stale = sorted(existing - set(wanted))
+        if missing:
+            requests.append(
+                AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=missing)
+            )
+        if stale:
+            requests.append(
+                DeleteDynamicPartitionsRequest(partitions_def_name=name, partition_keys=stale)
+            )
+    return requests
+
+
+def apply_partition_requests(
+    instance: DagsterInstance,
+    requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest],
+) -> None:
+    """Apply requests directly, as refresh.py and the demo do outside a sensor."""
+    for request in requests:
+        if isinstance(request, AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)

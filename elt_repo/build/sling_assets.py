@@ -1,0 +1,134 @@
+"""Sling replications as multi-assets: specs from the manifest, execution through dagster-sling."""
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    AssetSpec,
+    MaterializeResult,
+    multi_asset,
+)
+from dagster_sling import DagsterSlingTranslator
+
+from elt_repo.build.common import BuildContext, asset_key, duckdb_pool, pipeline_asset_spec
+from elt_repo.build.partitions import backfill_policy, partition_values, partitions_def
+from elt_repo.build.retries import retry_policy
+from elt_repo.build.sling_resource import WAREHOUSE, EltSlingResource
+from elt_repo.pipeline_files import fill_partition_vars, resolve_stream_name, stream_table
+from elt_repo.schemas import PipelineSpec
+
+
+class EltSlingTranslator(DagsterSlingTranslator):
+    """Maps a Sling stream to the same [pipeline, table] key the definitions were built with."""
+
+    def __init__(
+        self, pipeline: PipelineSpec, defaults: Mapping[str, Any], names: Mapping[str, str]
+    ):
+        super().__init__()
+        self.pipeline = pipeline
+        self.defaults = defaults
+        self.names = names  # resolved stream name -> stream name as written in the replication
+
+    def get_asset_spec(self, stream_definition: Mapping[str, Any]) -> AssetSpec:
+        name = self.names.get(stream_definition["name"], stream_definition["name"])
+        table = stream_table(name, stream_definition.get("config"), self.defaults)
+        return AssetSpec(key=asset_key(self.pipeline, table))
+
+
+def target_kind(ctx: BuildContext, pipeline: PipelineSpec) -> str:
+    """The destination kind: duckdb for the warehouse, else the target connection's type."""
+    target = pipeline.sling.target if pipeline.sling else WAREHOUSE
+    if target == WAREHOUSE:
+        return "duckdb"
+    conn = {**ctx.settings.connections, **(pipeline.sling.connections if pipeline.sling else {})}
+    return str(conn.get(target, {}).get("type", target)).lower()
+
+
+def runtime_replication(
+    folder: Path, replication_file: str, variables: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The replication as Sling should run it: local paths absolute, partition vars filled."""
+    config = yaml.safe_load((folder / replication_file).read_text())
+    config = fill_partition_vars(config, variables)
+    names: dict[str, str] = {}
+    streams: dict[str, Any] = {}
+    for name, stream_config in (config.get("streams") or {}).items():
+        resolved = resolve_stream_name(name, folder)
+        names[resolved] = name
+        streams[resolved] = stream_config
+    config["streams"] = streams
+    return config, names
+
+
+def _sling_variables(partition: Mapping[str, Any]) -> dict[str, str]:
+    if not partition:
+        return {}
+    return {
+        "partition_key": str(partition["partition_key"]),
+        "partition_start": str(partition.get("partition_start_str", partition["partition_key"])),
+        "partition_end": str(partition.get("partition_end_str", partition["partition_key"])),
+    }
+
+
+def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinition:
+    """One multi-asset per replication, one asset per stream."""
+    assert pipeline.sling is not None
+    sling_spec = pipeline.sling
+    kind = target_kind(ctx, pipeline)
+    specs = [
+        pipeline_asset_spec(
+            ctx,
+            pipeline,
+            stream.table,
+            destination_kind=kind,
+            entry_file=sling_spec.replication,
+            extra_metadata={"elt/sling_stream": stream.name},
+        )
+        for stream in sling_spec.streams
+    ]
+    pool = (
+        duckdb_pool(ctx.settings.warehouse) if sling_spec.target == WAREHOUSE else f"sling_{kind}"
+    )
+
+    @multi_asset(
+        name=f"{pipeline.name}__sling",
+        specs=specs,
+        can_subset=True,
+        partitions_def=partitions_def(pipeline),
+        backfill_policy=backfill_policy(pipeline),
+        retry_policy=retry_policy(pipeline.retry),
+        pool=pool,
+        op_tags={"elt/pipeline": pipeline.name},
+    )
+    def _assets(
+        context: AssetExecutionContext, sling: EltSlingResource
+    ) -> Iterator[MaterializeResult]:
+        folder = ctx.folder(pipeline)
+        partition = partition_values(context, pipeline)
+        config, names = runtime_replication(
+            folder, sling_spec.replication, _sling_variables(partition)
+        )
+        translator = EltSlingTranslator(pipeline, config.get("defaults") or {}, names)
+        selected = context.selected_asset_keys
+        config["streams"] = {
+            name: stream_config
+            for name, stream_config in config["streams"].items()
+            if translator.get_asset_spec({"name": name, "config": stream_config}).key in selected
+        }
+        resource = sling.for_pipeline(sling_spec.connections, folder)
+        extra = {"elt/commit": ctx.commit(pipeline) or ""}
+        if "partition_key" in partition:
+            extra["elt/partition"] = str(partition["partition_key"])
+        results = resource.replicate(
+            context=context, replication_config=config, dagster_sling_translator=translator
+        ).fetch_row_count()
+        for result in results:
+            yield MaterializeResult(
+                asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra}
+            )
+
+    return _assets

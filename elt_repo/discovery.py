@@ -1,0 +1,217 @@
+"""Walk a pipelines folder and turn every pipeline in it into a PipelineSpec or a ConfigError."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from elt_repo.dlt_inspect import InspectError, list_resources
+from elt_repo.pipeline_files import content_hash, resolve_args, stream_table
+from elt_repo.schemas import (
+    ConfigError,
+    ConfigException,
+    PipelineSpec,
+    SlingStreamSpec,
+    load_pipeline_config,
+    spec_from_config,
+)
+from elt_repo.settings import SettingsError
+
+CONFIG_FILE = "dagster.yaml"
+_SKIP = {"__pycache__", "node_modules"}
+
+
+@dataclass(frozen=True)
+class DisabledPipeline:
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What one walk of the pipelines folder found."""
+
+    pipelines: tuple[PipelineSpec, ...] = ()
+    disabled: tuple[DisabledPipeline, ...] = ()
+    errors: tuple[ConfigError, ...] = field(default=())
+
+
+def find_pipeline_folders(base: Path) -> Iterator[Path]:
+    """Every folder at any depth that holds a dagster.yaml; a pipeline's own subfolders are data."""
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP)
+        if CONFIG_FILE in filenames:
+            dirnames[:] = []
+            yield Path(dirpath)
+
+
+def _default_name(folder: Path) -> str:
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in folder.name)
+    return name if not name[:1].isdigit() else f"_{name}"
+
+
+def _infer_tool(config: Mapping[str, Any], folder: Path, config_path: str) -> str:
+    if config.get("tool"):
+        return config["tool"]
+    for tool in ("dlt", "sling"):
+        if config.get(tool) is not None or folder.parent.name == tool:
+            return tool
+    if (folder / "replication.yaml").is_file():
+        return "sling"
+    raise ConfigException(
+        [ConfigError(config_path, "tool", "cannot infer the tool: set tool: dlt or tool: sling")]
+    )
+
+
+def _read_yaml(path: Path, rel: str, field_name: str) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot parse"
+        raise ConfigException(
+            [ConfigError(rel, field_name, f"invalid YAML{where}: {problem}")]
+        ) from None
+
+
+def _sling_streams(
+    folder: Path, rel_folder: str, replication: str
+) -> tuple[tuple[SlingStreamSpec, ...], tuple[str, str]]:
+    rel = f"{rel_folder}/{replication}"
+    path = folder / replication
+    if not path.is_file():
+        raise ConfigException([ConfigError(rel, "sling.replication", "replication file not found")])
+    config = _read_yaml(path, rel, "sling.replication")
+    if not isinstance(config, Mapping) or not isinstance(config.get("streams"), Mapping):
+        raise ConfigException(
+            [ConfigError(rel, "streams", "a replication needs a 'streams' mapping")]
+        )
+    for key in ("source", "target"):
+        if not config.get(key):
+            raise ConfigException([ConfigError(rel, key, "required")])
+    defaults = config.get("defaults") or {}
+    streams, seen = [], {}
+    for name, stream_config in config["streams"].items():
+        if stream_config and stream_config.get("disabled"):
+            continue
+        table = stream_table(name, stream_config, defaults)
+        if table in seen:
+            raise ConfigException(
+                [
+                    ConfigError(
+                        rel, f"streams.{name}", f"lands in table {table!r} like {seen[table]!r}"
+                    )
+                ]
+            )
+        seen[table] = name
+        streams.append(SlingStreamSpec(name=name, table=table))
+    if not streams:
+        raise ConfigException([ConfigError(rel, "streams", "no enabled streams")])
+    return tuple(streams), (str(config["source"]), str(config["target"]))
+
+
+class Discoverer:
+    """Discovery of one checkout; `env` is what dlt sources see when their resources are listed."""
+
+    def __init__(self, root: Path, pipelines_dir: str, env: Mapping[str, str], timeout: float):
+        self.root = root
+        self.pipelines_dir = pipelines_dir
+        self.env = env
+        self.timeout = timeout
+
+    def _load(self, folder: Path) -> PipelineSpec:
+        rel_folder = folder.relative_to(self.root).as_posix()
+        rel = f"{rel_folder}/{CONFIG_FILE}"
+        raw = _read_yaml(folder / CONFIG_FILE, rel, "<root>")
+        config = load_pipeline_config(raw, rel)
+        tool = _infer_tool(config, folder, rel)
+        common = {
+            "name": _default_name(folder),
+            "tool": tool,
+            "folder": rel_folder,
+            "code_version": content_hash(folder),
+        }
+        if not config["enabled"]:
+            return spec_from_config(config, **common)
+        if tool == "sling":
+            replication = (config.get("sling") or {}).get("replication", "replication.yaml")
+            streams, endpoints = _sling_streams(folder, rel_folder, replication)
+            return spec_from_config(
+                config, **common, sling_streams=streams, sling_endpoints=endpoints
+            )
+        dlt = config.get("dlt")
+        if dlt is None:
+            raise ConfigException(
+                [ConfigError(rel, "dlt", "a dlt pipeline needs a dlt: section with source")]
+            )
+        if not (folder / dlt["source"].partition(":")[0]).is_file():
+            raise ConfigException(
+                [ConfigError(rel, "dlt.source", f"file not found: {dlt['source']}")]
+            )
+        try:
+            args = resolve_args(dlt["args"], folder, self.env)
+            resources = list_resources(
+                folder,
+                dlt["source"],
+                args,
+                list(dlt["partition_args"].values()),
+                self.timeout,
+                self.env,
+            )
+        except (InspectError, SettingsError) as exc:
+            raise ConfigException([ConfigError(rel, "dlt.source", str(exc))]) from None
+        return spec_from_config(config, **common, dlt_resources=resources)
+
+    def _try_load(self, folder: Path) -> PipelineSpec | list[ConfigError]:
+        try:
+            return self._load(folder)
+        except ConfigException as exc:
+            return exc.errors
+
+    def run(self) -> Discovery:
+        """Discover every pipeline; one broken pipeline only adds errors."""
+        base = self.root / self.pipelines_dir
+        if not base.is_dir():
+            message = f"folder {self.pipelines_dir!r} not found in the repository"
+            return Discovery(
+                errors=(ConfigError(self.pipelines_dir, "ELT_PIPELINES_DIR", message),)
+            )
+        folders = list(find_pipeline_folders(base))
+        with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
+            loaded = list(pool.map(self._try_load, folders))
+        pipelines: dict[str, PipelineSpec] = {}
+        disabled: list[DisabledPipeline] = []
+        errors: list[ConfigError] = []
+        for result in loaded:
+            if isinstance(result, list):
+                errors.extend(result)
+            elif result.name in pipelines:
+                first = pipelines[result.name].folder
+                errors.append(
+                    ConfigError(
+                        f"{result.folder}/{CONFIG_FILE}",
+                        "name",
+                        f"duplicate pipeline name {result.name!r}, already used by {first}",
+                    )
+                )
+            elif not result.enabled:
+                disabled.append(DisabledPipeline(result.name, result.folder))
+                pipelines[result.name] = result
+            else:
+                pipelines[result.name] = result
+        enabled = tuple(p for p in pipelines.values() if p.enabled)
+        return Discovery(pipelines=enabled, disabled=tuple(disabled), errors=tuple(errors))
+
+
+def discover(
+    root: Path, pipelines_dir: str, env: Mapping[str, str], timeout: float = 60.0
+) -> Discovery:
+    """Discover the pipelines under `root/pipelines_dir`."""
+    return Discoverer(root, pipelines_dir, env, timeout).run()

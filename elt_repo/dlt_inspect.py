@@ -1,0 +1,143 @@
+"""List a dlt source's resources in a subprocess, so a hanging or crashing import stays contained.
+
+Run as `python -m elt_repo.dlt_inspect` with a JSON request on stdin; prints a JSON reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from elt_repo.schemas import DltResourceSpec
+
+
+class InspectError(Exception):
+    """The source could not be listed; the message is one line for the manifest."""
+
+
+def import_pipeline_module(folder: Path, file: str, module_prefix: str = "elt_pipeline") -> Any:
+    """Import a pipeline file by path, registered in sys.modules first (dlt looks it up there)."""
+    path = (folder / file).resolve()
+    name = f"{module_prefix}_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def call_source(func: Callable[..., Any], args: Mapping[str, Any], optional: list[str]) -> Any:
+    """Call a source function; params in `optional` that it requires are passed as None."""
+    kwargs = dict(args)
+    params = inspect.signature(func).parameters
+    for name in optional:
+        param = params.get(name)
+        if name not in kwargs and param is not None and param.default is inspect.Parameter.empty:
+            kwargs[name] = None
+    return func(**kwargs)
+
+
+def table_name(resource: Any) -> str:
+    """The table a resource loads into: its table_name, or its name when that is dynamic."""
+    table = resource.table_name if not callable(resource.table_name) else None
+    return str(table or resource.name)
+
+
+def _list(request: Mapping[str, Any]) -> list[dict[str, Any]]:
+    from dlt.extract.resource import DltResource
+    from dlt.extract.source import DltSource
+
+    folder = Path(request["folder"])
+    module = import_pipeline_module(folder, request["file"])
+    func = getattr(module, request["function"], None)
+    if func is None:
+        raise InspectError(f"{request['file']} has no function {request['function']!r}")
+    result = call_source(func, request["args"], request["partition_params"])
+    if isinstance(result, DltResource):
+        resources = [result]
+    elif isinstance(result, DltSource):
+        resources = list(result.selected_resources.values())
+    else:
+        raise InspectError(
+            f"{request['function']}() returned {type(result).__name__}, not a dlt source or resource"
+        )
+    if not resources:
+        raise InspectError(f"{request['function']}() has no selected resources")
+    return [
+        {"name": r.name, "table_name": table_name(r), "write_disposition": r.write_disposition}
+        for r in resources
+    ]
+
+
+def list_resources(
+    folder: Path,
+    source: str,
+    args: Mapping[str, Any],
+    partition_params: list[str],
+    timeout: float,
+    env: Mapping[str, str],
+) -> tuple[DltResourceSpec, ...]:
+    """List resources by importing the source in a child process with a timeout."""
+    file, _, function = source.partition(":")
+    request = {
+        "folder": str(folder),
+        "file": file,
+        "function": function,
+        "args": args,
+        "partition_params": partition_params,
+    }
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "elt_repo.dlt_inspect"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=folder,
+            env=dict(env),
+        )
+    except subprocess.TimeoutExpired:
+        raise InspectError(f"listing resources timed out after {timeout:g}s") from None
+    reply = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    try:
+        payload = json.loads(reply)
+    except ValueError:
+        tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise InspectError(f"listing resources crashed: {tail}") from None
+    if "error" in payload:
+        raise InspectError(payload["error"])
+    return tuple(DltResourceSpec(**r) for r in payload["resources"])
+
+
+def main() -> None:
+    """Child process entry point: read the request on stdin, print one JSON line."""
+    request = json.loads(sys.stdin.read())
+    try:
+        reply: dict[str, Any] = {"resources": _list(request)}
+    except InspectError as exc:
+        reply = {"error": str(exc)}
+    except BaseException as exc:  # the pipeline's own code may raise anything
+        reply = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    sys.stdout.write("\n" + json.dumps(reply) + "\n")
+    sys.stdout.flush()
+    os._exit(0)  # skip atexit hooks a pipeline module may have registered
+
+
+if __name__ == "__main__":
+    main()

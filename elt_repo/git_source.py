@@ -1,0 +1,241 @@
+"""The pipelines repo: a bare mirror fetched by URL, a worktree per commit, an atomic `current`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from elt_repo.git_runner import GitRunner
+from elt_repo.git_urls import (
+    GitSourceError,
+    parse_url,
+    redact_url,
+    validate_ref,
+    validate_url,
+)
+
+if sys.platform != "win32":
+    import fcntl
+
+__all__ = [
+    "Checkout",
+    "GitSource",
+    "GitSourceError",
+    "redact_url",
+    "validate_ref",
+    "validate_url",
+]
+
+logger = logging.getLogger(__name__)
+
+_SHA = re.compile(r"[0-9a-f]{40}")
+_HEX = re.compile(r"[0-9a-f]{7,40}")
+_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """One commit of the repo, checked out."""
+
+    commit: str
+    ref: str
+    path: Path
+
+
+class GitSource:
+    """A remote Git repo mirrored under `state_dir`, with one worktree per synced commit."""
+
+    def __init__(
+        self,
+        url: str,
+        ref: str,
+        state_dir: Path,
+        token: str | None = None,
+        attempts: int = 3,
+        keep_worktrees: int = 5,
+        timeout: float = 120.0,
+    ) -> None:
+        validate_url(url)
+        validate_ref(ref)
+        self.ref = ref
+        self.state_dir = Path(state_dir).absolute()
+        self.keep_worktrees = max(0, keep_worktrees)
+        self._git = GitRunner(parse_url(url, token), ref, attempts, timeout)
+        self.url = self._git.remote.display  # redacted: safe to log and show
+
+    def remote_commit(self) -> str | None:
+        """Cheap 'anything new?': ls-remote the ref; None when the ref is a raw sha."""
+        names = self._candidates()
+        patterns = [
+            *names,
+            *(n + "^{}" for n in names if n.startswith("refs/tags/")),
+        ]
+        out = self._git.network("ls-remote", "--", self._git.remote.git_url, *patterns)
+        advertised = {}
+        for line in out.splitlines():
+            sha, _, name = line.partition("\t")
+            advertised[name.strip()] = sha.strip()
+        for name in names:
+            # A peeled entry names the commit an annotated tag points at.
+            found = advertised.get(name + "^{}") or advertised.get(name)
+            if found:
+                return found
+        if _HEX.fullmatch(self.ref):
+            return None
+        if not self._git.network(
+            "ls-remote", "--heads", "--tags", "--", self._git.remote.git_url
+        ).strip():
+            raise self._git.empty()
+        raise self._git.ref_not_found()
+
+    def sync(self, keep: Iterable[str] = ()) -> Checkout:
+        """Fetch into a bare mirror, resolve ref, make the per-commit worktree, swap `current`.
+
+        Worktrees of the commits in `keep` (those the manifest still runs) are never pruned.
+        """
+        self._git.check_local()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            mirror = self._mirror()
+            refspecs = list(_REFSPECS)
+            if self.ref.startswith("refs/") and not self.ref.startswith(
+                ("refs/heads/", "refs/tags/")
+            ):
+                refspecs.append(f"+{self.ref}:{self.ref}")  # e.g. refs/pull/7/head
+            logger.info("Fetching %s into %s", self.url, mirror)
+            self._git.network(
+                "fetch",
+                "--prune",
+                "--force",
+                "--no-write-fetch-head",
+                "--",
+                self._git.remote.git_url,
+                *refspecs,
+                cwd=mirror,
+            )
+            commit = self._resolve(mirror)
+            path = self._checkout(mirror, commit)
+            self._point_current(commit)
+            self._prune(mirror, keep={commit, *keep})
+        logger.info("%s at %s is commit %s", self.url, self.ref, commit)
+        return Checkout(commit=commit, ref=self.ref, path=path)
+
+    def current(self) -> Checkout | None:
+        """The checkout `current` points at, or None."""
+        try:
+            commit = Path(os.readlink(self.state_dir / "current")).name
+        except OSError:
+            return None
+        if not _SHA.fullmatch(commit) or not self.worktree(commit).is_dir():
+            return None
+        return Checkout(commit=commit, ref=self.ref, path=self.worktree(commit))
+
+    def worktree(self, commit: str) -> Path:
+        """Path of the worktree for a full commit sha (it may not exist)."""
+        if not _SHA.fullmatch(commit):
+            raise ValueError(f"not a full commit sha: {commit!r}")
+        return self.state_dir / "worktrees" / commit
+
+    # -- resolving and checking out ------------------------------------------------------
+
+    def _candidates(self) -> list[str]:
+        if self.ref.startswith("refs/"):
+            return [self.ref]
+        return [f"refs/heads/{self.ref}", f"refs/tags/{self.ref}"]
+
+    def _resolve(self, mirror: Path) -> str:
+        names = self._candidates() + ([self.ref] if _HEX.fullmatch(self.ref) else [])
+        for name in names:
+            if sha := self._rev_parse(mirror, name):
+                return sha
+        if not self._git.local(
+            "for-each-ref", "--count=1", "refs/heads", "refs/tags", cwd=mirror
+        ).strip():
+            raise self._git.empty()
+        if _SHA.fullmatch(self.ref):
+            # A commit no branch or tag reaches (a PR head, a rewritten branch): ask for it by id.
+            pinned = f"{self.ref}:refs/pinned/{self.ref}"
+            self._git.network(
+                "fetch",
+                "--no-write-fetch-head",
+                "--",
+                self._git.remote.git_url,
+                pinned,
+                cwd=mirror,
+            )
+            if sha := self._rev_parse(mirror, self.ref):
+                return sha
+        raise self._git.ref_not_found()
+
+    def _rev_parse(self, mirror: Path, name: str) -> str | None:
+        status, out, _ = self._git.run(
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            name + "^{commit}",
+            cwd=mirror,
+        )
+        return out.strip() if status == 0 and _SHA.fullmatch(out.strip()) else None
+
+    def _mirror(self) -> Path:
+        mirror = self.state_dir / "mirror.git"
+        if not (mirror / "HEAD").is_file():
+            self._git.local("init", "--bare", "--quiet", str(mirror))
+        return mirror
+
+    def _checkout(self, mirror: Path, commit: str) -> Path:
+        path = self.worktree(commit)
+        if path.is_dir():
+            os.utime(path)  # reused: counts as recent when pruning
+            return path
+        # Check out beside the final path and move it in, so a worktree that exists is complete.
+        staging = path.with_name(f"tmp-{commit}")
+        if staging.exists():
+            shutil.rmtree(staging)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._git.local("worktree", "prune", cwd=mirror)
+        self._git.local("worktree", "add", "--detach", "--quiet", str(staging), commit, cwd=mirror)
+        self._git.local("worktree", "move", str(staging), str(path), cwd=mirror)
+        return path
+
+    def _point_current(self, commit: str) -> None:
+        tmp = self.state_dir / f".current-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(os.path.join("worktrees", commit), tmp)
+        os.replace(tmp, self.state_dir / "current")
+
+    def _prune(self, mirror: Path, keep: set[str]) -> None:
+        trees = [
+            p
+            for p in (self.state_dir / "worktrees").iterdir()
+            if _SHA.fullmatch(p.name) and p.is_dir()
+        ]
+        trees.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        stale = [p for p in trees[self.keep_worktrees :] if p.name not in keep]
+        for path in stale:
+            logger.info("Removing old worktree %s", path)
+            shutil.rmtree(path, ignore_errors=True)
+        if stale:
+            self._git.local("worktree", "prune", cwd=mirror)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise syncs of one state dir across processes (the sensor and refresh.py)."""
+        if sys.platform == "win32":
+            yield
+            return
+        with open(self.state_dir / "sync.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,81 @@
+"""Pure helpers over a pipeline folder: content hashes, relative paths, Sling placeholders."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from elt_repo.settings import interpolate_tree
+
+_SKIP_DIRS = {"__pycache__", ".git", ".dlt", ".pytest_cache"}
+# Only these three are ours; Sling's own `{stream_table}` etc. must pass through untouched.
+_PARTITION_VARS = re.compile(r"\{(partition_key|partition_start|partition_end)\}")
+_LOCAL_FILE = re.compile(r"^file://(\.{1,2}/)")
+
+
+def content_hash(folder: Path) -> str:
+    """A stable hash of every file under a pipeline folder (names and bytes)."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        for filename in sorted(filenames):
+            if filename.endswith(".pyc"):
+                continue
+            path = Path(dirpath) / filename
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def resolve_local(value: Any, folder: Path) -> Any:
+    """Resolve `./x` and `../x` strings against the pipeline folder; other values pass through."""
+    if isinstance(value, str) and value.startswith(("./", "../")):
+        return str((folder / value).resolve())
+    return value
+
+
+def resolve_args(
+    args: Mapping[str, Any], folder: Path, environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """dlt source kwargs for a run: `${VAR}` filled in, relative paths resolved."""
+    filled = interpolate_tree(dict(args), environ, "dlt.args: ")
+    return {k: resolve_local(v, folder) for k, v in filled.items()}
+
+
+def resolve_stream_name(name: str, folder: Path) -> str:
+    """`file://./data/x.csv` becomes an absolute file:// URL inside the folder."""
+    match = _LOCAL_FILE.match(name)
+    if not match:
+        return name
+    return "file://" + str((folder / name[len("file://") :]).resolve())
+
+
+def fill_partition_vars(value: Any, variables: Mapping[str, str]) -> Any:
+    """Fill `{partition_key}`, `{partition_start}` and `{partition_end}` anywhere in a config."""
+    if isinstance(value, str):
+        return _PARTITION_VARS.sub(lambda m: variables.get(m.group(1), m.group(0)), value)
+    if isinstance(value, Mapping):
+        return {
+            fill_partition_vars(k, variables): fill_partition_vars(v, variables)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [fill_partition_vars(v, variables) for v in value]
+    return value
+
+
+def stream_table(stream: str, config: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> str:
+    """The table a Sling stream lands in: the object's last part, else the stream's own name."""
+    obj = (config or {}).get("object") or defaults.get("object") or ""
+    base = re.split(r"[/\\]", stream.rstrip("/"))[-1]
+    stem = base.split(".")[0] if stream.startswith("file://") else base.split(".")[-1]
+    if obj:
+        obj = obj.replace("{stream_file_name}", stem).replace("{stream_table}", stem)
+        obj = obj.replace("{stream_name}", stem)
+        stem = obj.split(".")[-1]
+    table = re.sub(r"[^A-Za-z0-9_]", "_", stem).strip("_").lower()
+    return table or "stream"

@@ -1,0 +1,134 @@
+"""The one refresh both manifest writers call: the repo-polling sensor and scripts/refresh.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from elt_repo.discovery import CONFIG_FILE, Discovery, discover
+from elt_repo.example_repo import ensure_example_repo
+from elt_repo.git_source import GitSource, GitSourceError, redact_url
+from elt_repo.manifest import Manifest, ManifestStore
+from elt_repo.schemas import ConfigError
+from elt_repo.settings import Settings
+from elt_repo.tool_env import configure_process
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What a refresh did: the manifest now in force and whether it changed."""
+
+    manifest: Manifest
+    previous: Manifest | None
+    changed: bool
+    skipped: bool = False
+    error: ConfigError | None = None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def display_url(settings: Settings) -> str:
+    """The repo URL as shown to people: redacted, and named for the embedded example."""
+    if settings.uses_example_repo:
+        return f"example repo ({settings.example_repo_dir})"
+    return redact_url(settings.repo_url)
+
+
+def git_source(settings: Settings) -> GitSource:
+    """The GitSource for the configured repo."""
+    return GitSource(
+        settings.effective_repo_url,
+        settings.repo_branch,
+        settings.repo_state_dir,
+        token=settings.github_token,
+    )
+
+
+def keep_last_good(
+    discovery: Discovery, previous: Manifest | None
+) -> tuple[Discovery, dict[str, str]]:
+    """A pipeline that loaded before and is broken now keeps its last good spec and commit."""
+    if previous is None or not discovery.errors:
+        return discovery, {}
+    found = {p.name for p in discovery.pipelines}
+    broken_folders = {e.path.rsplit("/", 1)[0] for e in discovery.errors}
+    kept, pinned = [], {}
+    for old in previous.pipelines:
+        if old.folder in broken_folders and old.name not in found:
+            kept.append(old)
+            pinned[old.name] = previous.commit_for(old) or ""
+    if not kept:
+        return discovery, {}
+    return replace(discovery, pipelines=discovery.pipelines + tuple(kept)), pinned
+
+
+def _build_manifest(
+    settings: Settings, commit: str, discovery: Discovery, pinned: dict[str, str]
+) -> Manifest:
+    return Manifest(
+        commit=commit,
+        branch=settings.repo_branch,
+        url=display_url(settings),
+        pipelines_dir=settings.pipelines_dir,
+        discovered_at=_now(),
+        pipelines=discovery.pipelines,
+        disabled=discovery.disabled,
+        errors=discovery.errors,
+        pinned=pinned,
+    )
+
+
+def refresh(settings: Settings, *, known_commit: str | None = None) -> RefreshResult:
+    """Fetch, discover and store a new manifest; skip cheaply when the remote is at `known_commit`."""
+    configure_process(settings)
+    store = ManifestStore(settings.manifest_path)
+    with store.lock():
+        previous = store.read()
+        try:
+            if settings.uses_example_repo:
+                ensure_example_repo(settings.example_repo_dir, settings.pipelines_dir)
+            source = git_source(settings)
+            if known_commit and source.remote_commit() == known_commit and previous:
+                return RefreshResult(previous, previous, changed=False, skipped=True)
+            checkout = source.sync(keep=previous.commits_in_use() if previous else ())
+        except GitSourceError as exc:
+            error = ConfigError(display_url(settings), exc.field, exc.message)
+            log.error("refresh failed: %s", error)
+            kept = previous or Manifest(
+                commit=None,
+                branch=settings.repo_branch,
+                url=display_url(settings),
+                pipelines_dir=settings.pipelines_dir,
+                discovered_at=_now(),
+            )
+            manifest = kept.with_errors((error, *(e for e in kept.errors if e.path != error.path)))
+            store.write(manifest)
+            return RefreshResult(manifest, previous, changed=False, error=error)
+        discovery = discover(
+            checkout.path, settings.pipelines_dir, dict(os.environ), settings.discovery_timeout
+        )
+        discovery, pinned = keep_last_good(discovery, previous)
+        manifest = _build_manifest(settings, checkout.commit, discovery, pinned)
+        store.write(manifest)
+        changed = previous is None or replace(previous, discovered_at="") != replace(
+            manifest, discovered_at=""
+        )
+        return RefreshResult(manifest, previous, changed=changed)
+
+
+def validate_folder(folder: Path, pipelines_dir: str, settings: Settings) -> Discovery:
+    """Discover a local folder without Git or the manifest: what `refresh.py --validate` runs."""
+    configure_process(settings)
+    root = folder.resolve()
+    if pipelines_dir and (root / pipelines_dir).is_dir():
+        return discover(root, pipelines_dir, dict(os.environ), settings.discovery_timeout)
+    if any(root.glob(f"*/{CONFIG_FILE}")) or (root / CONFIG_FILE).is_file():
+        return discover(root.parent, root.name, dict(os.environ), settings.discovery_timeout)
+    return discover(root, pipelines_dir, dict(os.environ), settings.discovery_timeout)

@@ -1,0 +1,213 @@
+"""Project settings from the environment, `.env` and an optional `elt.yaml` (layer 1)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+EXAMPLES_DIR = PACKAGE_DIR.parent / "examples" / "pipelines"
+# The default repository: examples/pipelines committed into a local Git repo under the state dir.
+EXAMPLE_REPO_URL = "example"
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A settings value that cannot be used; the message names the source and the variable."""
+
+
+def interpolate(value: str, environ: Mapping[str, str], where: str = "") -> str:
+    """Replace `${VAR}` and `${VAR:-default}`; an unset variable without a default is an error."""
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise SettingsError(f"{where}environment variable {name} is not set".strip())
+
+    return _VAR.sub(sub, value)
+
+
+def interpolate_tree(value: Any, environ: Mapping[str, str], where: str = "") -> Any:
+    """Interpolate every string inside nested dicts and lists."""
+    if isinstance(value, str):
+        return interpolate(value, environ, where)
+    if isinstance(value, Mapping):
+        return {k: interpolate_tree(v, environ, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate_tree(v, environ, where) for v in value]
+    return value
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a `.env` file: KEY=VALUE lines, `#` comments, optional quotes and `export`."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, val = line.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key.strip()):
+            raise SettingsError(f"{path}:{lineno}: expected KEY=VALUE")
+        val = val.strip()
+        if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
+            val = val[1:-1]
+        values[key.strip()] = val
+    return values
+
+
+class _EltYamlSchema(Schema):
+    """`elt.yaml`: the same settings as the environment, plus named Sling connections."""
+
+    class Meta:
+        unknown = RAISE
+
+    repo_url = fields.String()
+    repo_branch = fields.String()
+    pipelines_dir = fields.String()
+    auto_refresh = fields.Boolean()
+    poll_interval = fields.Integer(validate=validate.Range(min=5))
+    state_dir = fields.String()
+    warehouse = fields.String()
+    discovery_timeout = fields.Float(validate=validate.Range(min=1))
+    connections = fields.Dict(keys=fields.String(), values=fields.Dict())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything elt_repo needs to know about where things are."""
+
+    project_dir: Path
+    repo_url: str
+    repo_branch: str
+    pipelines_dir: str
+    auto_refresh: bool
+    poll_interval: int
+    state_dir: Path
+    warehouse: Path
+    discovery_timeout: float = 60.0
+    # Raw connection configs; `${VAR}` stays unresolved until a run needs it.
+    connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    github_token: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def repo_state_dir(self) -> Path:
+        return self.state_dir / "repo"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.state_dir / "manifest.json"
+
+    @property
+    def dlt_dir(self) -> Path:
+        return self.state_dir / "dlt"
+
+    @property
+    def sling_home(self) -> Path:
+        return self.state_dir / "sling"
+
+    @property
+    def example_repo_dir(self) -> Path:
+        return self.state_dir / "example_repo"
+
+    @property
+    def uses_example_repo(self) -> bool:
+        return self.repo_url == EXAMPLE_REPO_URL
+
+    @property
+    def effective_repo_url(self) -> str:
+        """The URL git is pointed at: the built example repo when none is configured."""
+        return str(self.example_repo_dir) if self.uses_example_repo else self.repo_url
+
+
+def default_project_dir() -> Path:
+    """`ELT_PROJECT_DIR`, else the checkout that holds this package, else the working directory."""
+    if os.environ.get("ELT_PROJECT_DIR"):
+        return Path(os.environ["ELT_PROJECT_DIR"]).resolve()
+    if (PACKAGE_DIR.parent / "setup.py").is_file():
+        return PACKAGE_DIR.parent
+    return Path.cwd()
+
+
+def _bool(name: str, raw: str) -> bool:
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise SettingsError(f"{name}: expected true or false, got {raw!r}")
+
+
+def _number(name: str, raw: str, kind: type, minimum: float) -> Any:
+    try:
+        number = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+    if number < minimum:
+        raise SettingsError(f"{name}: must be at least {minimum}, got {raw!r}")
+    return number
+
+
+def _read_elt_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: invalid YAML: {exc}") from None
+    try:
+        return _EltYamlSchema().load(raw)
+    except ValidationError as exc:
+        first = next(iter(exc.normalized_messages().items()))
+        raise SettingsError(f"{path}: {first[0]}: {first[1]}") from None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, project_dir: Path | None = None
+) -> Settings:
+    """Build settings: environment over `.env` over `elt.yaml` over the defaults."""
+    project_dir = (project_dir or default_project_dir()).resolve()
+    env = {**read_dotenv(project_dir / ".env"), **(os.environ if environ is None else environ)}
+    conf = _read_elt_yaml(project_dir / "elt.yaml")
+
+    def get(var: str, key: str, default: Any) -> Any:
+        if env.get(var, "") != "":
+            return env[var]
+        return conf.get(key, default)
+
+    def path(var: str, key: str, default: str) -> Path:
+        value = Path(interpolate(str(get(var, key, default)), env, f"{var}: "))
+        return value if value.is_absolute() else project_dir / value
+
+    auto_refresh = get("ELT_AUTO_REFRESH", "auto_refresh", True)
+    poll = get("ELT_POLL_INTERVAL", "poll_interval", 60)
+    timeout = get("ELT_DISCOVERY_TIMEOUT", "discovery_timeout", 60.0)
+    return Settings(
+        project_dir=project_dir,
+        repo_url=interpolate(str(get("ELT_REPO_URL", "repo_url", EXAMPLE_REPO_URL)), env),
+        repo_branch=str(get("ELT_REPO_BRANCH", "repo_branch", "main")),
+        pipelines_dir=str(get("ELT_PIPELINES_DIR", "pipelines_dir", "pipelines")).strip("/"),
+        auto_refresh=auto_refresh
+        if isinstance(auto_refresh, bool)
+        else _bool("ELT_AUTO_REFRESH", str(auto_refresh)),
+        poll_interval=_number("ELT_POLL_INTERVAL", str(poll), int, 5),
+        state_dir=path("ELT_STATE_DIR", "state_dir", ".elt_state"),
+        warehouse=path("ELT_WAREHOUSE", "warehouse", "data/warehouse.duckdb"),
+        discovery_timeout=_number("ELT_DISCOVERY_TIMEOUT", str(timeout), float, 1),
+        connections=conf.get("connections", {}),
+        github_token=env.get("GITHUB_TOKEN") or None,
+    )
