@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +43,12 @@ class Manifest:
 
     def commits_in_use(self) -> set[str]:
         return {c for c in [self.commit, *self.pinned.values()] if c}
+
+    def fingerprint(self) -> str:
+        """A hash of everything but the discovery time: equal fingerprints build equal definitions."""
+        data = self.to_dict()
+        data.pop("discovered_at")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def with_errors(self, errors: tuple[ConfigError, ...]) -> Manifest:
         return replace(self, errors=errors)

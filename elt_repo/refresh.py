@@ -117,9 +117,7 @@ def refresh(settings: Settings, *, known_commit: str | None = None) -> RefreshRe
         discovery, pinned = keep_last_good(discovery, previous)
         manifest = _build_manifest(settings, checkout.commit, discovery, pinned)
         store.write(manifest)
-        changed = previous is None or replace(previous, discovered_at="") != replace(
-            manifest, discovered_at=""
-        )
+        changed = previous is None or previous.fingerprint() != manifest.fingerprint()
         return RefreshResult(manifest, previous, changed=changed)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from dagster import (
     DefaultSensorStatus,
@@ -24,15 +27,6 @@ log = logging.getLogger(__name__)
 SENSOR_NAME = "elt_repo_refresh"
 
 
-def manifest_fingerprint(manifest: Manifest | None) -> str:
-    """What the loaded definitions were built from; a change means the location must reload."""
-    if manifest is None:
-        return ""
-    data = manifest.to_dict()
-    data.pop("discovered_at")
-    return str(hash(repr(sorted(data.items()))))
-
-
 def request_reload(location: str, url: str) -> None:
     """Ask the webserver to reload this code location, off the sensor's thread."""
 
@@ -40,8 +34,14 @@ def request_reload(location: str, url: str) -> None:
         try:
             from dagster_graphql import DagsterGraphQLClient
 
-            host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
-            client = DagsterGraphQLClient(host, port_number=int(port or 80), timeout=30)
+            parts = urlsplit(url)
+            client = DagsterGraphQLClient(
+                parts.hostname or "127.0.0.1",
+                port_number=parts.port,
+                use_https=parts.scheme == "https",
+                path_prefix=parts.path.rstrip("/"),
+                timeout=30,
+            )
             client.reload_repository_location(location)
         except Exception as exc:  # a missing webserver only delays the new assets
             log.warning("could not reload code location %s at %s: %s", location, url, exc)
@@ -49,9 +49,29 @@ def request_reload(location: str, url: str) -> None:
     threading.Thread(target=_reload, name="elt-reload", daemon=True).start()
 
 
+@dataclass(frozen=True)
+class Cursor:
+    """The commit last refreshed, and the manifest fingerprint a reload was last asked for."""
+
+    commit: str | None = None
+    fingerprint: str | None = None
+
+    @classmethod
+    def parse(cls, raw: str | None) -> Cursor | None:
+        if not raw:
+            return None
+        try:
+            return cls(**json.loads(raw))
+        except (ValueError, TypeError):
+            return cls(commit=raw)  # a bare commit sha
+
+    def dump(self) -> str:
+        return json.dumps({"commit": self.commit, "fingerprint": self.fingerprint})
+
+
 def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition:
     """Polls the pipelines repo every ELT_POLL_INTERVAL seconds."""
-    loaded_fingerprint = manifest_fingerprint(loaded)
+    loaded_fingerprint = loaded.fingerprint() if loaded else ""
 
     @sensor(
         name=SENSOR_NAME,
@@ -62,12 +82,16 @@ def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition
         description="Pulls new commits of the pipelines repo and refreshes the manifest.",
     )
     def _sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-        result = refresh(settings, known_commit=context.cursor or None)
+        cursor = Cursor.parse(context.cursor)
+        result = refresh(settings, known_commit=cursor.commit if cursor else None)
         manifest = result.manifest
         for error in manifest.errors:
             context.log.warning(str(error))
         requests = dynamic_partition_requests(manifest, context.instance)
-        reload = manifest_fingerprint(manifest) != loaded_fingerprint
+        # Each process evaluating the sensor loaded its own definitions; the cursor remembers the
+        # last manifest a reload was asked for, so one change asks for one reload.
+        reloaded = cursor.fingerprint if cursor and cursor.fingerprint else loaded_fingerprint
+        reload = manifest.fingerprint() != reloaded
         if reload:
             request_reload(
                 os.environ.get("ELT_LOCATION_NAME", "elt_repo"),
@@ -85,7 +109,10 @@ def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition
         context.log.info(summary)
         return SensorResult(
             dynamic_partitions_requests=requests,
-            cursor=manifest.commit or context.cursor,
+            cursor=Cursor(
+                commit=manifest.commit or (cursor.commit if cursor else None),
+                fingerprint=manifest.fingerprint(),
+            ).dump(),
             skip_reason=None if requests else SkipReason(summary),
         )
 

@@ -25,11 +25,7 @@ from elt_repo.git_source import (
     validate_ref,
     validate_url,
 )
-
-try:
-    from tests.git_http_server import GitHttpsServer
-except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from git_http_server import GitHttpsServer  # type: ignore[no-redef]
+from tests.git_http_server import GitHttpsServer
 
 TOKEN = "ghp_" + secrets.token_hex(18)
 TOKEN_FORMS = (

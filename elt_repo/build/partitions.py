@@ -48,8 +48,10 @@ def backfill_policy(pipeline: PipelineSpec) -> BackfillPolicy | None:
 
 def partition_values(context: AssetExecutionContext, pipeline: PipelineSpec) -> dict[str, Any]:
     """`partition_key`, `partition_start` and `partition_end` for the running partition(s)."""
-    if pipeline.partitions is None or not context.has_partition_key_range:
+    if pipeline.partitions is None:
         return {}
+    if not (context.has_partition_key or context.has_partition_key_range):
+        raise ValueError(f"{pipeline.name} is partitioned: launch it for a partition or a range")
     if pipeline.partitions.type == "time":
         window = context.partition_time_window
         fmt = pipeline.partitions.time.fmt if pipeline.partitions.time else "%Y-%m-%d"

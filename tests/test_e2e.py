@@ -1,0 +1,320 @@
+"""End to end: dagster-daemon and dagster-webserver against a real pipelines Git repo.
+
+One module-scoped deployment: a temp DAGSTER_HOME with the project's dagster.yaml, a temp
+state dir and warehouse, and a Git repo made from examples/pipelines. The tests run in order
+and each one moves the repo forward: first refresh, a materialization, a pipeline added and
+removed, and a broken dagster.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import e2e_helpers as h
+from tests.conftest import PipelinesRepo, git
+
+pytestmark = pytest.mark.e2e
+
+POLL_INTERVAL = 5
+EXAMPLE_KEYS = [
+    ("csv_orders", "orders"),
+    ("store_sales", "daily_sales"),
+    ("github_issues", "issues"),
+    ("shop_sqlite", "products"),
+]
+CSV_ORDERS = h.EXAMPLES_DIR / "csv_orders"
+
+
+@dataclass
+class Deployment:
+    tmp: Path
+    home: Path
+    state_dir: Path
+    warehouse: Path
+    repo: PipelinesRepo
+    gql: h.GraphQL
+    webserver: h.Proc
+    daemon: h.Proc | None = None
+    initial_location: dict[str, Any] | None = None
+    initial_assets: dict[tuple[str, ...], Any] | None = None
+    initial_manifest: bool | None = None
+
+    @property
+    def procs(self) -> list[h.Proc]:
+        return [p for p in (self.webserver, self.daemon) if p is not None]
+
+    def logs(self, lines: int = 80) -> str:
+        """The tail of every process log, for assertion messages."""
+        parts = []
+        for proc in self.procs:
+            code = proc.popen.poll()
+            state = "running" if code is None else f"exited with {code}"
+            parts.append(f"--- {proc.name} ({state}), last {lines} lines ---\n{proc.tail(lines)}")
+        return "\n".join(parts)
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            code = proc.popen.poll()
+            assert code is None, f"{proc.name} exited with {code}\n{self.logs()}"
+
+    def wait(self, check, *, timeout: float, what: str, interval: float = 1.0) -> Any:
+        def guarded():
+            self.check_alive()
+            return check()
+
+        return h.wait_until(
+            guarded, timeout=timeout, what=what, interval=interval, context=self.context
+        )
+
+    def context(self) -> str:
+        try:
+            ticks = self.gql.sensor_ticks()
+        except Exception as exc:
+            ticks = f"<{exc!r}>"
+        manifest = self.state_dir / "manifest.json"
+        return f"sensor ticks: {ticks}\nmanifest exists: {manifest.exists()}\n{self.logs()}"
+
+    def wait_for_keys(
+        self, present: list[tuple[str, ...]], absent: list[tuple[str, ...]] = (), *, timeout: float
+    ) -> dict[tuple[str, ...], Any]:
+        def check():
+            assets = self.gql.assets()
+            missing = [k for k in present if k not in assets]
+            extra = [k for k in absent if k in assets]
+            return not missing and not extra, {
+                "missing": missing,
+                "unexpectedly present": extra,
+                "asset keys": sorted(assets),
+            }
+
+        self.wait(
+            check, timeout=timeout, what=f"asset keys {present} present and {list(absent)} absent"
+        )
+        return self.gql.assets()
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Deployment]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    home = tmp / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(h.PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
+    state_dir = tmp / "state"
+    warehouse = tmp / "warehouse.duckdb"
+    repo = PipelinesRepo(tmp / "upstream")
+    repo.copy_examples()
+    repo.commit("example pipelines")
+    port = h.free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = h.clean_env(
+        {
+            "DAGSTER_HOME": str(home),
+            "ELT_STATE_DIR": str(state_dir),
+            "ELT_WAREHOUSE": str(warehouse),
+            "ELT_POLL_INTERVAL": str(POLL_INTERVAL),
+            "ELT_REPO_URL": repo.url,
+            "ELT_REPO_BRANCH": "main",
+            "ELT_PIPELINES_DIR": "pipelines",
+            "ELT_AUTO_REFRESH": "true",
+            "ELT_WEBSERVER_URL": url,
+            "ELT_LOCATION_NAME": h.LOCATION,
+            "DAGSTER_DISABLE_TELEMETRY": "1",
+            "DO_NOT_TRACK": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    log_dir = tmp / "logs"
+    log_dir.mkdir()
+    failed_before = request.session.testsfailed
+    webserver = h.start(
+        "dagster-webserver",
+        [
+            str(h.VENV_BIN / "dagster-webserver"),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env,
+        log_dir,
+    )
+    dep = Deployment(tmp, home, state_dir, warehouse, repo, h.GraphQL(f"{url}/graphql"), webserver)
+    try:
+        # The webserver alone first: no daemon means no sensor tick, so this is the location
+        # as it loads before any refresh, deterministically.
+        dep.wait(lambda: (dep.gql.answers(), "no answer"), timeout=60, what="GraphQL to answer")
+        dep.initial_location = dep.wait(
+            lambda: (lambda e: (e["loadStatus"] == "LOADED", e))(dep.gql.location()),
+            timeout=60,
+            what="the code location to load",
+        )
+        dep.initial_assets = dep.gql.assets()
+        dep.initial_manifest = (state_dir / "manifest.json").exists()
+        dep.daemon = h.start(
+            "dagster-daemon",
+            [str(h.VENV_BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            env,
+            log_dir,
+        )
+        yield dep
+    finally:
+        for proc in reversed(dep.procs):
+            proc.stop()
+        if request.session.testsfailed > failed_before:
+            for proc in dep.procs:
+                h.dump(f"{proc.name} log ({proc.log_path})", proc.tail(400))
+
+
+def _keys_with_prefix(assets: dict[tuple[str, ...], Any], prefix: str) -> list[tuple[str, ...]]:
+    return sorted(k for k in assets if k[0] == prefix)
+
+
+def test_first_refresh_builds_the_example_assets(deployment: Deployment) -> None:
+    dep = deployment
+    # Before any refresh: no manifest, and the location loaded with only the sensor.
+    assert dep.initial_manifest is False, "a manifest existed before the daemon started"
+    entry = dep.initial_location
+    assert (
+        entry is not None and entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+    ), entry
+    repos = entry["locationOrLoadError"]["repositories"]
+    assert [s["name"] for r in repos for s in r["sensors"]] == [h.SENSOR], repos
+    assert dep.initial_assets == {}, (
+        f"assets before the first refresh: {sorted(dep.initial_assets)}"
+    )
+
+    # The daemon ticks the sensor, which writes the manifest and reloads the location.
+    dep.wait_for_keys(EXAMPLE_KEYS, timeout=90)
+    assert (dep.state_dir / "manifest.json").is_file()
+    manifest_commit = json.loads((dep.state_dir / "manifest.json").read_text())["commit"]
+    assert manifest_commit == git(dep.repo.path, "rev-parse", "HEAD")
+    assets = dep.gql.assets()
+    # The disabled pipeline builds nothing, and a clean repo shows no config error.
+    assert not _keys_with_prefix(assets, "legacy_export"), sorted(assets)
+    assert not _keys_with_prefix(assets, "elt_config_errors"), sorted(assets)
+
+
+def test_static_partitions_are_dynamic_partitions_on_the_instance(deployment: Deployment) -> None:
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    dep = deployment
+    expected = {"us-east", "us-west", "eu-central"}
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(dep.home))) as instance:
+        keys = dep.wait(
+            lambda: (lambda k: (set(k) == expected, k))(
+                instance.get_dynamic_partitions("store_sales__keys")
+            ),
+            timeout=30,
+            what="dynamic partitions store_sales__keys",
+        )
+    assert sorted(keys) == sorted(expected)
+
+
+def test_materialize_csv_orders_through_the_run_queue(deployment: Deployment) -> None:
+    import duckdb
+
+    dep = deployment
+    assets = dep.gql.assets()
+    keys = _keys_with_prefix(assets, "csv_orders")
+    assert ("csv_orders", "orders") in keys, sorted(assets)
+    jobs = sorted({j for k in keys for j in assets[k]["jobNames"]})
+    job = "__ASSET_JOB" if "__ASSET_JOB" in jobs else jobs[0]
+    assert job.startswith("__ASSET_JOB"), f"csv_orders assets are in no implicit asset job: {jobs}"
+
+    run_id = dep.gql.launch_assets(job, keys)
+    terminal = {"SUCCESS", "FAILURE", "CANCELED"}
+    run = dep.wait(
+        lambda: (lambda r: (r.get("status") in terminal, r))(dep.gql.run(run_id)),
+        timeout=120,
+        what=f"run {run_id} to finish",
+    )
+    if run["status"] != "SUCCESS":
+        pytest.fail(
+            f"run {run_id} ended {run['status']}:\n"
+            + "\n".join(dep.gql.run_failure_events(run_id))
+            + "\n"
+            + dep.logs()
+        )
+
+    expected = h.count_csv_rows(CSV_ORDERS / "data" / "orders.csv")
+    assert expected > 0
+    with duckdb.connect(str(dep.warehouse), read_only=True) as con:
+        (rows,) = con.execute("select count(*) from csv_orders.orders").fetchone()
+        (customers,) = con.execute("select count(*) from csv_orders.customers").fetchone()
+    assert rows == expected, f"csv_orders.orders has {rows} rows, orders.csv has {expected}"
+    assert customers == h.count_csv_rows(CSV_ORDERS / "data" / "customers.csv")
+
+
+def test_new_pipeline_appears_and_disappears_without_restart(deployment: Deployment) -> None:
+    dep = deployment
+    pids = {p.name: p.popen.pid for p in dep.procs}
+    copy = dep.repo.folder("csv_orders_copy")
+    shutil.copytree(CSV_ORDERS, copy)
+    config = yaml.safe_load((copy / "dagster.yaml").read_text())
+    config["name"] = "csv_orders_copy"
+    (copy / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    replication = yaml.safe_load((copy / "replication.yaml").read_text())
+    replication["defaults"]["object"] = "csv_orders_copy.{stream_file_name}"
+    replication["streams"]["file://./data/orders.csv"]["object"] = "csv_orders_copy.orders"
+    (copy / "replication.yaml").write_text(yaml.safe_dump(replication, sort_keys=False))
+    dep.repo.commit("add csv_orders_copy")
+
+    started = time.monotonic()
+    dep.wait_for_keys([("csv_orders_copy", "orders"), *EXAMPLE_KEYS], timeout=60)
+    appeared = time.monotonic() - started
+    assets = dep.gql.assets()
+    assert ("csv_orders_copy", "customers") in assets, sorted(assets)
+    assert not _keys_with_prefix(assets, "elt_config_errors"), sorted(assets)
+
+    dep.repo.remove("pipelines/csv_orders_copy")
+    dep.repo.commit("remove csv_orders_copy")
+    dep.wait_for_keys(EXAMPLE_KEYS, absent=[("csv_orders_copy", "orders")], timeout=60)
+    assets = dep.gql.assets()
+    assert not _keys_with_prefix(assets, "csv_orders_copy"), sorted(assets)
+    # No restart: the same processes served all of it.
+    assert {p.name: p.popen.pid for p in dep.procs} == pids
+    dep.check_alive()
+    print(f"csv_orders_copy appeared after {appeared:.1f}s")
+
+
+def test_broken_config_keeps_last_good_and_shows_the_error(deployment: Deployment) -> None:
+    dep = deployment
+    config_path = dep.repo.folder("store_sales") / "dagster.yaml"
+    text = config_path.read_text()
+    assert "retries: 2" in text
+    config_path.write_text(text.replace("retries: 2", "retries: many"))
+    commit = dep.repo.commit("break store_sales")
+
+    def check():
+        assets = dep.gql.assets()
+        errors = {
+            k: assets[k]["description"] for k in _keys_with_prefix(assets, "elt_config_errors")
+        }
+        ok = any("retries" in (d or "") for d in errors.values())
+        return ok, {"error assets": errors, "asset keys": sorted(assets)}
+
+    seen = dep.wait(check, timeout=60, what="an elt_config_errors asset that mentions `retries`")
+    assets = dep.gql.assets()
+    # Every pipeline stays, store_sales at its last good version.
+    missing = [k for k in EXAMPLE_KEYS if k not in assets]
+    assert not missing, f"missing after the broken commit: {missing}; seen {sorted(assets)}"
+    described = [d for d in seen["error assets"].values() if "retries" in (d or "")]
+    assert any("store_sales" in d for d in described), seen["error assets"]
+    manifest = json.loads((dep.state_dir / "manifest.json").read_text())
+    assert manifest["commit"] == commit
+    assert "store_sales" in manifest.get("pinned", {}), manifest.get("pinned")
+    assert manifest["pinned"]["store_sales"] != commit

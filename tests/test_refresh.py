@@ -1,0 +1,173 @@
+"""refresh() against real Git repos: new commits, retired pipelines, broken configs, bad repos."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from elt_repo.manifest import ManifestStore
+from elt_repo.refresh import refresh
+from tests.conftest import PipelinesRepo, git
+
+SLING = {"tool": "sling", "group": "g"}
+REPLICATION = "source: LOCAL\ntarget: WAREHOUSE\nstreams:\n  file://./data/x.csv: {}\n"
+
+
+def add_sling(repo: PipelinesRepo, name: str, config: dict | None = None) -> None:
+    repo.write(f"pipelines/{name}/dagster.yaml", config or SLING)
+    repo.write(f"pipelines/{name}/replication.yaml", REPLICATION)
+    repo.write(f"pipelines/{name}/data/x.csv", "id\n1\n")
+
+
+def names(result) -> list[str]:
+    return sorted(p.name for p in result.manifest.pipelines)
+
+
+def test_examples_refresh_then_skip_cheaply(examples_repo: PipelinesRepo, settings_for) -> None:
+    settings = settings_for(examples_repo.url)
+    first = refresh(settings)
+    head = git(examples_repo.path, "rev-parse", "HEAD")
+    assert first.changed and first.error is None and first.manifest.commit == head
+    assert names(first) == ["csv_orders", "github_issues", "shop_sqlite", "store_sales"]
+    assert ManifestStore(settings.manifest_path).read() == first.manifest
+    again = refresh(settings, known_commit=head)
+    assert again.skipped and not again.changed and again.manifest == first.manifest
+
+
+def test_new_commit_adds_and_removes_pipelines(repo: PipelinesRepo, settings_for) -> None:
+    add_sling(repo, "one")
+    repo.commit()
+    settings = settings_for(repo.url)
+    assert names(refresh(settings)) == ["one"]
+    add_sling(repo, "two")
+    sha = repo.commit("add two")
+    result = refresh(settings, known_commit="0" * 40)
+    assert result.changed and result.manifest.commit == sha and names(result) == ["one", "two"]
+    repo.remove("pipelines/one")
+    repo.commit("retire one")
+    assert names(refresh(settings)) == ["two"]
+
+
+def test_broken_config_keeps_last_good_version(repo: PipelinesRepo, settings_for) -> None:
+    add_sling(repo, "stable")
+    add_sling(repo, "fragile")
+    good = repo.commit()
+    settings = settings_for(repo.url)
+    refresh(settings)
+    repo.write("pipelines/fragile/dagster.yaml", {**SLING, "retries": "many"})
+    bad = repo.commit("break fragile")
+    result = refresh(settings)
+    manifest = result.manifest
+    assert manifest.commit == bad and names(result) == ["fragile", "stable"]
+    assert manifest.pinned == {"fragile": good}
+    (error,) = manifest.errors
+    assert (error.path, error.field) == ("pipelines/fragile/dagster.yaml", "retries")
+    # Later commits never prune the worktree the kept pipeline still runs from.
+    for i in range(7):
+        repo.write("pipelines/stable/data/x.csv", f"id\n{i}\n")
+        repo.commit(f"churn {i}")
+        refresh(settings)
+    assert (
+        settings.repo_state_dir / "worktrees" / good / "pipelines/fragile/replication.yaml"
+    ).is_file()
+    repo.write("pipelines/fragile/dagster.yaml", SLING)
+    repo.commit("fix fragile")
+    fixed = refresh(settings).manifest
+    assert fixed.pinned == {} and fixed.errors == ()
+
+
+def test_new_broken_pipeline_only_adds_an_error(repo: PipelinesRepo, settings_for) -> None:
+    add_sling(repo, "stable")
+    repo.write("pipelines/newbie/dagster.yaml", "tool: sling\nschedule: {cron_schedule: nope}\n")
+    repo.commit()
+    result = refresh(settings_for(repo.url))
+    assert names(result) == ["stable"]
+    assert [(e.path, e.field) for e in result.manifest.errors] == [
+        ("pipelines/newbie/dagster.yaml", "schedule.cron_schedule")
+    ]
+
+
+def _bad_repo_cases(tmp_path: Path, repo: PipelinesRepo) -> dict[str, tuple[dict, str, str]]:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    subprocess.run(["git", "init", "--quiet", str(empty)], check=True)
+    return {
+        "nowhere": (
+            {"ELT_REPO_URL": f"file://{tmp_path}/no/such/repo"},
+            "ELT_REPO_URL",
+            "does not exist",
+        ),
+        "unreachable": (
+            {"ELT_REPO_URL": "https://127.0.0.1:9/acme/pipelines.git"},
+            "ELT_REPO_URL",
+            "cannot reach",
+        ),
+        "branch": (
+            {"ELT_REPO_BRANCH": "no-such-branch"},
+            "ELT_REPO_BRANCH",
+            "ref 'no-such-branch' not found",
+        ),
+        "empty": ({"ELT_REPO_URL": f"file://{empty}"}, "ELT_REPO_URL", "has no commits"),
+        "unsafe": (
+            {"ELT_REPO_URL": "ext::sh -c touch% /tmp/pwned"},
+            "ELT_REPO_URL",
+            "refusing unsafe URL",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", ["nowhere", "unreachable", "branch", "empty", "unsafe"])
+def test_bad_repo_is_one_clear_error_and_keeps_what_was_loaded(
+    tmp_path: Path, repo: PipelinesRepo, settings_for, case: str
+) -> None:
+    add_sling(repo, "stable")
+    repo.commit()
+    loaded = refresh(settings_for(repo.url)).manifest
+    env, field, message = _bad_repo_cases(tmp_path, repo)[case]
+    result = refresh(settings_for(env.pop("ELT_REPO_URL", repo.url), **env))
+    assert result.error is not None and result.error.field == field
+    assert message in result.error.message and "\n" not in str(result.error)
+    assert result.manifest.pipelines == loaded.pipelines and result.manifest.commit == loaded.commit
+    assert result.manifest.errors[0] == result.error
+
+
+def test_bad_repo_on_first_refresh_writes_an_error_manifest(tmp_path: Path, settings_for) -> None:
+    settings = settings_for(f"file://{tmp_path}/nothing")
+    result = refresh(settings)
+    assert result.manifest.pipelines == () and result.manifest.commit is None
+    assert ManifestStore(settings.manifest_path).read().errors[0].field == "ELT_REPO_URL"
+
+
+def test_missing_pipelines_dir(repo: PipelinesRepo, settings_for) -> None:
+    add_sling(repo, "x")
+    repo.commit()
+    result = refresh(settings_for(repo.url, ELT_PIPELINES_DIR="elsewhere"))
+    assert result.error is None
+    assert [(e.path, e.field) for e in result.manifest.errors] == [
+        ("elsewhere", "ELT_PIPELINES_DIR")
+    ]
+
+
+def test_default_is_the_bundled_example_repo(tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, "")
+    assert settings.uses_example_repo
+    result = refresh(settings)
+    assert result.error is None and len(result.manifest.pipelines) == 4
+    assert result.manifest.url.startswith("example repo")
+    assert git(settings.example_repo_dir, "rev-parse", "HEAD") == result.manifest.commit
+    # Refreshing again with unchanged examples makes no new commit.
+    assert refresh(settings).manifest.commit == result.manifest.commit
+
+
+def test_token_never_reaches_the_manifest(repo: PipelinesRepo, settings_for) -> None:
+    add_sling(repo, "x")
+    repo.commit()
+    settings = settings_for(repo.url, GITHUB_TOKEN="ghp_TOPSECRET_42")
+    refresh(settings)
+    for path in settings.state_dir.rglob("*"):
+        if path.is_file():
+            assert b"ghp_TOPSECRET_42" not in path.read_bytes(), path
