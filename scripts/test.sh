@@ -5,5 +5,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
-"$ROOT/.venv/bin/ruff" check elt_repo tests scripts bench examples
+"$ROOT/.venv/bin/ruff" check "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

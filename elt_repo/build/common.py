@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey, AssetSpec, AutomationCondition
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetSpec,
+    AutomationCondition,
+    MaterializeResult,
+)
 
 from elt_repo.build.metadata import code_references, definition_metadata
+from elt_repo.build.partitions import backfill_policy, partitions_def
+from elt_repo.build.retries import retry_policy
 from elt_repo.manifest import Manifest
 from elt_repo.schemas import PipelineSpec
 from elt_repo.settings import Settings
@@ -80,3 +89,32 @@ def pipeline_asset_spec(
         automation_condition=automation_condition(pipeline),
         metadata={**metadata, **(extra_metadata or {})},
     )
+
+
+def multi_asset_args(pipeline: PipelineSpec, specs: list[AssetSpec], pool: str) -> dict[str, Any]:
+    """The multi_asset arguments every pipeline shares, whatever its tool."""
+    return {
+        "name": f"{pipeline.name}__{pipeline.tool}",
+        "specs": specs,
+        "can_subset": True,
+        "partitions_def": partitions_def(pipeline),
+        "backfill_policy": backfill_policy(pipeline),
+        "retry_policy": retry_policy(pipeline.retry),
+        "pool": pool,
+        "op_tags": {"elt/pipeline": pipeline.name},
+    }
+
+
+def with_run_metadata(
+    results: Iterable[MaterializeResult | AssetMaterialization],
+    commit: str | None,
+    partition: Mapping[str, Any],
+) -> Iterator[MaterializeResult]:
+    """The tool's materializations, plus the commit and partition they were loaded from."""
+    extra = {"elt/commit": commit or ""}
+    if "partition_key" in partition:
+        extra["elt/partition"] = str(partition["partition_key"])
+    for result in results:
+        yield MaterializeResult(
+            asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra}
+        )

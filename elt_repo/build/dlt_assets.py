@@ -15,14 +15,18 @@ from dagster import (
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator
 from dagster_dlt.translator import DltResourceTranslatorData
 
-from elt_repo.build.common import BuildContext, asset_key, duckdb_pool, pipeline_asset_spec
+from elt_repo.build.common import (
+    BuildContext,
+    asset_key,
+    duckdb_pool,
+    multi_asset_args,
+    pipeline_asset_spec,
+    with_run_metadata,
+)
 from elt_repo.build.partitions import (
-    backfill_policy,
     partition_kwargs,
     partition_values,
-    partitions_def,
 )
-from elt_repo.build.retries import retry_policy
 from elt_repo.dlt_inspect import call_source, import_pipeline_module, table_name
 from elt_repo.pipeline_files import resolve_args
 from elt_repo.schemas import PipelineSpec
@@ -91,16 +95,7 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
     ]
     pool = duckdb_pool(ctx.settings.warehouse) if kind == "duckdb" else f"dlt_{kind}"
 
-    @multi_asset(
-        name=f"{pipeline.name}__dlt",
-        specs=specs,
-        can_subset=True,
-        partitions_def=partitions_def(pipeline),
-        backfill_policy=backfill_policy(pipeline),
-        retry_policy=retry_policy(pipeline.retry),
-        pool=pool,
-        op_tags={"elt/pipeline": pipeline.name},
-    )
+    @multi_asset(**multi_asset_args(pipeline, specs, pool))
     def _assets(
         context: AssetExecutionContext, dlt: DagsterDltResource
     ) -> Iterator[MaterializeResult]:
@@ -121,12 +116,6 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
             dagster_dlt_translator=EltDltTranslator(pipeline),
             loader_file_format=LOADER_FILE_FORMAT,
         )
-        extra = {"elt/commit": ctx.commit(pipeline) or ""}
-        if "partition_key" in partition:
-            extra["elt/partition"] = str(partition["partition_key"])
-        for result in results:
-            yield MaterializeResult(
-                asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra}
-            )
+        yield from with_run_metadata(results, ctx.commit(pipeline), partition)
 
     return _assets

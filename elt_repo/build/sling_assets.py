@@ -14,9 +14,15 @@ from dagster import (
 )
 from dagster_sling import DagsterSlingTranslator
 
-from elt_repo.build.common import BuildContext, asset_key, duckdb_pool, pipeline_asset_spec
-from elt_repo.build.partitions import backfill_policy, partition_values, partitions_def
-from elt_repo.build.retries import retry_policy
+from elt_repo.build.common import (
+    BuildContext,
+    asset_key,
+    duckdb_pool,
+    multi_asset_args,
+    pipeline_asset_spec,
+    with_run_metadata,
+)
+from elt_repo.build.partitions import partition_values
 from elt_repo.build.sling_resource import WAREHOUSE, EltSlingResource
 from elt_repo.pipeline_files import fill_partition_vars, resolve_stream_name, stream_table
 from elt_repo.schemas import PipelineSpec
@@ -94,16 +100,7 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
         duckdb_pool(ctx.settings.warehouse) if sling_spec.target == WAREHOUSE else f"sling_{kind}"
     )
 
-    @multi_asset(
-        name=f"{pipeline.name}__sling",
-        specs=specs,
-        can_subset=True,
-        partitions_def=partitions_def(pipeline),
-        backfill_policy=backfill_policy(pipeline),
-        retry_policy=retry_policy(pipeline.retry),
-        pool=pool,
-        op_tags={"elt/pipeline": pipeline.name},
-    )
+    @multi_asset(**multi_asset_args(pipeline, specs, pool))
     def _assets(
         context: AssetExecutionContext, sling: EltSlingResource
     ) -> Iterator[MaterializeResult]:
@@ -120,15 +117,9 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
             if translator.get_asset_spec({"name": name, "config": stream_config}).key in selected
         }
         resource = sling.for_pipeline(sling_spec.connections, folder)
-        extra = {"elt/commit": ctx.commit(pipeline) or ""}
-        if "partition_key" in partition:
-            extra["elt/partition"] = str(partition["partition_key"])
         results = resource.replicate(
             context=context, replication_config=config, dagster_sling_translator=translator
         ).fetch_row_count()
-        for result in results:
-            yield MaterializeResult(
-                asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra}
-            )
+        yield from with_run_metadata(results, ctx.commit(pipeline), partition)
 
     return _assets
