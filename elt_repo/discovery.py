@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from elt_repo.dlt_inspect import InspectError, list_resources
+from elt_repo.dlt_inspect import InspectError, inspect_run, list_resources
+from elt_repo.layout import (
+    CONFIG_FILE,
+    RUN_FILE,
+    default_name,
+    defines_run,
+    find_pipeline_folders,
+    infer_tool,
+)
 from elt_repo.pipeline_files import content_hash, resolve_args, stream_table
 from elt_repo.schemas import (
     ConfigError,
     ConfigException,
+    DltSpec,
     PipelineSpec,
     SlingStreamSpec,
     load_pipeline_config,
     spec_from_config,
 )
 from elt_repo.settings import SettingsError
-
-CONFIG_FILE = "dagster.yaml"
-_SKIP = {"__pycache__", "node_modules"}
 
 
 @dataclass(frozen=True)
@@ -40,33 +46,6 @@ class Discovery:
     pipelines: tuple[PipelineSpec, ...] = ()
     disabled: tuple[DisabledPipeline, ...] = ()
     errors: tuple[ConfigError, ...] = field(default=())
-
-
-def find_pipeline_folders(base: Path) -> Iterator[Path]:
-    """Every folder at any depth that holds a dagster.yaml; a pipeline's own subfolders are data."""
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP)
-        if CONFIG_FILE in filenames:
-            dirnames[:] = []
-            yield Path(dirpath)
-
-
-def _default_name(folder: Path) -> str:
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in folder.name)
-    return name if not name[:1].isdigit() else f"_{name}"
-
-
-def _infer_tool(config: Mapping[str, Any], folder: Path, config_path: str) -> str:
-    if config.get("tool"):
-        return config["tool"]
-    for tool in ("dlt", "sling"):
-        if config.get(tool) is not None or folder.parent.name == tool:
-            return tool
-    if (folder / "replication.yaml").is_file():
-        return "sling"
-    raise ConfigException(
-        [ConfigError(config_path, "tool", "cannot infer the tool: set tool: dlt or tool: sling")]
-    )
 
 
 def _read_yaml(path: Path, rel: str, field_name: str) -> Any:
@@ -129,11 +108,13 @@ class Discoverer:
     def _load(self, folder: Path) -> PipelineSpec:
         rel_folder = folder.relative_to(self.root).as_posix()
         rel = f"{rel_folder}/{CONFIG_FILE}"
-        raw = _read_yaml(folder / CONFIG_FILE, rel, "<root>")
+        # No dagster.yaml means the defaults; one that does not parse is an error, never defaults.
+        has_config = (folder / CONFIG_FILE).is_file()
+        raw = _read_yaml(folder / CONFIG_FILE, rel, "<root>") if has_config else {}
         config = load_pipeline_config(raw, rel)
-        tool = _infer_tool(config, folder, rel)
+        tool = infer_tool(config, folder, rel)
         common = {
-            "name": _default_name(folder),
+            "name": default_name(folder),
             "tool": tool,
             "folder": rel_folder,
             "code_version": content_hash(folder),
@@ -148,9 +129,18 @@ class Discoverer:
             )
         dlt = config.get("dlt")
         if dlt is None:
-            raise ConfigException(
-                [ConfigError(rel, "dlt", "a dlt pipeline needs a dlt: section with source")]
-            )
+            if not defines_run(folder / RUN_FILE):
+                raise ConfigException(
+                    [
+                        ConfigError(
+                            rel,
+                            "dlt",
+                            f"a dlt pipeline needs a dlt: section with source, or a {RUN_FILE} "
+                            "with a run() function",
+                        )
+                    ]
+                )
+            return self._load_run_style(folder, rel_folder, config, common)
         if not (folder / dlt["source"].partition(":")[0]).is_file():
             raise ConfigException(
                 [ConfigError(rel, "dlt.source", f"file not found: {dlt['source']}")]
@@ -168,6 +158,20 @@ class Discoverer:
         except (InspectError, SettingsError) as exc:
             raise ConfigException([ConfigError(rel, "dlt.source", str(exc))]) from None
         return spec_from_config(config, **common, dlt_resources=resources)
+
+    def _load_run_style(
+        self, folder: Path, rel_folder: str, config: dict[str, Any], common: dict[str, Any]
+    ) -> PipelineSpec:
+        """A reference-project pipeline: `run(partition_key=None)` builds and runs dlt itself."""
+        try:
+            accepts_key = inspect_run(folder, RUN_FILE, self.timeout, self.env)
+        except InspectError as exc:
+            raise ConfigException(
+                [ConfigError(f"{rel_folder}/{RUN_FILE}", "run", str(exc))]
+            ) from None
+        spec = spec_from_config(config, **common)
+        run = DltSpec(source=f"{RUN_FILE}:run", style="run", accepts_partition_key=accepts_key)
+        return replace(spec, dlt=run)
 
     def _try_load(self, folder: Path) -> PipelineSpec | list[ConfigError]:
         try:

@@ -59,6 +59,38 @@ def table_name(resource: Any) -> str:
     return str(table or resource.name)
 
 
+def check_run(run: Any) -> bool:
+    """Validate a reference-style `run`; returns whether it takes `partition_key`."""
+    if not callable(run):
+        raise InspectError(f"run is not callable (it is a {type(run).__name__})")
+    params = inspect.signature(run).parameters.values()
+    required = [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        and p.name != "partition_key"
+    ]
+    if required:
+        raise InspectError(
+            f"run() must take no required parameters other than partition_key; it requires "
+            f"{', '.join(required)}"
+        )
+    return any(
+        p.name == "partition_key"
+        and p.kind != inspect.Parameter.POSITIONAL_ONLY
+        or p.kind == inspect.Parameter.VAR_KEYWORD
+        for p in params
+    )
+
+
+def _inspect_run(request: Mapping[str, Any]) -> dict[str, Any]:
+    module = import_pipeline_module(Path(request["folder"]), request["file"])
+    if not hasattr(module, "run"):
+        raise InspectError(f"{request['file']} defines no run")
+    return {"accepts_partition_key": check_run(module.run)}
+
+
 def _list(request: Mapping[str, Any]) -> list[dict[str, Any]]:
     from dlt.extract.resource import DltResource
     from dlt.extract.source import DltSource
@@ -96,12 +128,28 @@ def list_resources(
     """List resources by importing the source in a child process with a timeout."""
     file, _, function = source.partition(":")
     request = {
+        "mode": "resources",
         "folder": str(folder),
         "file": file,
         "function": function,
         "args": args,
         "partition_params": partition_params,
     }
+    payload = _in_child(request, folder, timeout, env)
+    return tuple(DltResourceSpec(**r) for r in payload["resources"])
+
+
+def inspect_run(folder: Path, file: str, timeout: float, env: Mapping[str, str]) -> bool:
+    """Check a reference-style `run` in a child process; returns whether it takes partition_key."""
+    request = {"mode": "run", "folder": str(folder), "file": file}
+    return bool(_in_child(request, folder, timeout, env)["run"]["accepts_partition_key"])
+
+
+def _in_child(
+    request: Mapping[str, Any], folder: Path, timeout: float, env: Mapping[str, str]
+) -> dict[str, Any]:
+    """Run one inspection in `python -m elt_repo.dlt_inspect`; any failure is an InspectError."""
+    what = "listing resources" if request["mode"] == "resources" else "inspecting run()"
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "elt_repo.dlt_inspect"],
@@ -113,23 +161,26 @@ def list_resources(
             env=dict(env),
         )
     except subprocess.TimeoutExpired:
-        raise InspectError(f"listing resources timed out after {timeout:g}s") from None
+        raise InspectError(f"{what} timed out after {timeout:g}s") from None
     reply = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     try:
         payload = json.loads(reply)
     except ValueError:
         tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        raise InspectError(f"listing resources crashed: {tail}") from None
+        raise InspectError(f"{what} crashed: {tail}") from None
     if "error" in payload:
         raise InspectError(payload["error"])
-    return tuple(DltResourceSpec(**r) for r in payload["resources"])
+    return payload
 
 
 def main() -> None:
     """Child process entry point: read the request on stdin, print one JSON line."""
     request = json.loads(sys.stdin.read())
     try:
-        reply: dict[str, Any] = {"resources": _list(request)}
+        if request["mode"] == "run":
+            reply: dict[str, Any] = {"run": _inspect_run(request)}
+        else:
+            reply = {"resources": _list(request)}
     except InspectError as exc:
         reply = {"error": str(exc)}
     except BaseException as exc:  # the pipeline's own code may raise anything

@@ -36,6 +36,7 @@ BAD = [
     ({"name": "9lives"}, "name", "not a valid name"),
     ({"tool": "airbyte"}, "tool", "Must be one of"),
     ({"group": "a-b"}, "group", "not a valid name"),
+    ({"group": "a", "group_name": "b"}, "group_name", "set group or group_name, not both"),
     ({"owners": ["not an owner"]}, "owners.0", "email address or 'team:<name>'"),
     ({"owners": "a@b.com"}, "owners", "Not a valid list"),
     ({"tags": {"k": "has space"}}, "tags", "values must be"),
@@ -248,6 +249,12 @@ def test_retry_policy_overrides_retries() -> None:
     )
     spec = spec_from_config(config, name="p", tool="sling", folder="f", code_version="c")
     assert spec.retry == RetrySpec(max_retries=2, delay=9, backoff="LINEAR", jitter="FULL")
+
+
+def test_group_name_is_the_reference_spelling_of_group() -> None:
+    config = load_pipeline_config({"group_name": "crm"}, PATH)
+    spec = spec_from_config(config, name="p", tool="sling", folder="f", code_version="c")
+    assert spec.group_name == "crm"
 
 
 def test_disabled_sections_build_nothing() -> None:

@@ -9,6 +9,7 @@ from dagster import AssetsDefinition, AssetSelection, Definitions
 from elt_repo.build.automation import automation_sensor
 from elt_repo.build.common import BuildContext
 from elt_repo.build.dlt_assets import build_dlt_assets
+from elt_repo.build.dlt_run_assets import build_dlt_run_asset
 from elt_repo.build.errors import error_specs
 from elt_repo.build.sling_assets import build_sling_assets
 from elt_repo.manifest import Manifest
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 def build_pipeline_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinition:
     """The assets of one pipeline, by tool."""
+    if pipeline.tool == "dlt" and pipeline.dlt and pipeline.dlt.style == "run":
+        return build_dlt_run_asset(ctx, pipeline)
     if pipeline.tool == "dlt":
         return build_dlt_assets(ctx, pipeline)
     return build_sling_assets(ctx, pipeline)

@@ -65,21 +65,22 @@ def automation_condition(pipeline: PipelineSpec) -> AutomationCondition | None:
 def pipeline_asset_spec(
     ctx: BuildContext,
     pipeline: PipelineSpec,
-    table: str,
+    key: AssetKey,
     *,
     destination_kind: str,
     entry_file: str,
     extra_metadata: dict[str, Any] | None = None,
 ) -> AssetSpec:
-    """The AssetSpec for one table of a pipeline."""
+    """The AssetSpec for one asset (usually one table) of a pipeline."""
     commit = ctx.commit(pipeline)
     metadata = definition_metadata(pipeline, commit)
     metadata["dagster/code_references"] = code_references(
         pipeline, str(ctx.folder(pipeline)), entry_file, ctx.manifest.url, commit
     )
+    table = key.path[-1]
     description = pipeline.description or f"{pipeline.tool} pipeline {pipeline.name}: {table}"
     return AssetSpec(
-        key=asset_key(pipeline, table),
+        key=key,
         description=description,
         group_name=pipeline.group_name,
         owners=list(pipeline.owners),

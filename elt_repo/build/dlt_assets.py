@@ -86,7 +86,7 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
         pipeline_asset_spec(
             ctx,
             pipeline,
-            resource.table_name,
+            asset_key(pipeline, resource.table_name),
             destination_kind=kind,
             entry_file=dlt_spec.source_file,
             extra_metadata={"elt/dlt_resource": resource.name},

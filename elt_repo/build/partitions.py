@@ -39,11 +39,12 @@ def partitions_def(pipeline: PipelineSpec) -> PartitionsDefinition | None:
 
 
 def backfill_policy(pipeline: PipelineSpec) -> BackfillPolicy | None:
-    """Time windows backfill in one run; static keys one key per run."""
+    """Time windows backfill in one run; static keys, and run() that takes one key, one per run."""
     part = pipeline.partitions
     if part is None:
         return None
-    return BackfillPolicy.single_run() if part.type == "time" else BackfillPolicy.multi_run(1)
+    one_key = part.type == "static" or (pipeline.dlt is not None and pipeline.dlt.style == "run")
+    return BackfillPolicy.multi_run(1) if one_key else BackfillPolicy.single_run()
 
 
 def partition_values(context: AssetExecutionContext, pipeline: PipelineSpec) -> dict[str, Any]:

@@ -89,7 +89,7 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
         pipeline_asset_spec(
             ctx,
             pipeline,
-            stream.table,
+            asset_key(pipeline, stream.table),
             destination_kind=kind,
             entry_file=sling_spec.replication,
             extra_metadata={"elt/sling_stream": stream.name},

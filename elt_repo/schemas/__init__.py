@@ -100,7 +100,7 @@ def spec_from_config(
         folder=folder,
         enabled=config.get("enabled", True),
         description=config.get("description"),
-        group=config.get("group"),
+        group=config.get("group") or config.get("group_name"),
         owners=tuple(config.get("owners", ())),
         tags=dict(config.get("tags", {})),
         partitions=_partitions(config.get("partitions")),

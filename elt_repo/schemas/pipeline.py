@@ -172,6 +172,7 @@ class PipelineConfigSchema(_Strict):
     tool = fields.String(validate=validate.OneOf(["dlt", "sling"]))
     description = fields.String(load_default=None)
     group = fields.String(load_default=None, validate=check.name)
+    group_name = fields.String(validate=check.name)  # the reference project's name for `group`
     owners = fields.List(fields.String(validate=check.owner), load_default=list)
     tags = fields.Dict(
         keys=fields.String(), values=fields.String(), load_default=dict, validate=check.tags
@@ -189,6 +190,11 @@ class PipelineConfigSchema(_Strict):
     metadata = fields.List(fields.Nested(MetadataEntrySchema), load_default=list)
     dlt = fields.Nested(DltSchema, load_default=None)
     sling = fields.Nested(SlingSchema, load_default=None)
+
+    @validates_schema
+    def _one_group(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("group") and data.get("group_name"):
+            raise ValidationError("set group or group_name, not both", "group_name")
 
     @validates_schema
     def _tool_sections(self, data: dict[str, Any], **_: Any) -> None:

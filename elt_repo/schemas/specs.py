@@ -71,6 +71,9 @@ class DltSpec:
     dataset_name: str | None = None
     partition_args: Mapping[str, str] = field(default_factory=dict)
     resources: tuple[DltResourceSpec, ...] = ()
+    # "source": one asset per resource; "run": the reference project's `run()`, one asset.
+    style: Literal["source", "run"] = "source"
+    accepts_partition_key: bool = False
 
     @property
     def source_file(self) -> str:

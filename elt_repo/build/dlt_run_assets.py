@@ -1,0 +1,75 @@
+"""Reference-project dlt pipelines: `run(partition_key=None)` runs dlt itself; one asset each."""
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    multi_asset,
+)
+
+from elt_repo.build.common import BuildContext, duckdb_pool, multi_asset_args, pipeline_asset_spec
+from elt_repo.build.load_info import load_info_metadata, other_result_metadata
+from elt_repo.dlt_inspect import import_pipeline_module
+from elt_repo.schemas import PipelineSpec
+
+
+def run_asset_key(pipeline: PipelineSpec) -> AssetKey:
+    """Tables are unknown until run() runs, so the asset is the pipeline itself."""
+    return AssetKey([pipeline.name])
+
+
+@contextmanager
+def run_environment(warehouse: Path) -> Iterator[None]:
+    """Unless configured otherwise, dlt's duckdb destination is the warehouse during run()."""
+    var = "DESTINATION__DUCKDB__CREDENTIALS"
+    added = var not in os.environ
+    if added:
+        warehouse.parent.mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(warehouse)
+    try:
+        yield
+    finally:
+        if added:
+            os.environ.pop(var, None)
+
+
+def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinition:
+    """One asset for a `run()` pipeline, loading wherever its own dlt code says (duckdb: the warehouse)."""
+    assert pipeline.dlt is not None
+    spec = pipeline_asset_spec(
+        ctx,
+        pipeline,
+        run_asset_key(pipeline),
+        destination_kind="duckdb",
+        entry_file=pipeline.dlt.source_file,
+        extra_metadata={"elt/style": "run()"},
+    )
+    accepts_key = pipeline.dlt.accepts_partition_key
+
+    @multi_asset(**multi_asset_args(pipeline, [spec], duckdb_pool(ctx.settings.warehouse)))
+    def _asset(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+        folder = ctx.folder(pipeline)
+        partition_key = context.partition_key if pipeline.partitions else None
+        module = import_pipeline_module(folder, pipeline.dlt.source_file)
+        kwargs = {"partition_key": partition_key} if accepts_key else {}
+        started = time.monotonic()
+        with run_environment(ctx.settings.warehouse):
+            result = module.run(**kwargs)
+        if hasattr(result, "load_packages") and hasattr(result, "loads_ids"):
+            metadata = load_info_metadata(result)
+        else:
+            metadata = other_result_metadata(result)
+        metadata["elt/duration_seconds"] = round(time.monotonic() - started, 3)
+        metadata["elt/commit"] = ctx.commit(pipeline) or ""
+        if partition_key is not None:
+            metadata["elt/partition"] = partition_key
+        yield MaterializeResult(asset_key=spec.key, metadata=metadata)
+
+    return _asset
