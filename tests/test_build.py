@@ -216,25 +216,18 @@ def test_definitions_validate_cli(tmp_path: Path, examples_repo) -> None:
     }
     (tmp_path / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
     dagster = Path(sys.executable).parent / "dagster"
-    without_manifest = subprocess.run(
-        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+
+    def validate() -> subprocess.CompletedProcess:
+        cmd = [str(dagster), "definitions", "validate", "-w", "workspace.yaml"]
+        return subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
+
+    without_manifest = validate()
     assert without_manifest.returncode == 0, without_manifest.stderr[-2000:]
     examples_repo.write("pipelines/broken/dagster.yaml", "retries: [\n")
     examples_repo.commit("broken")
     subprocess.run(
         [sys.executable, "scripts/refresh.py"], cwd=PROJECT_DIR, env=env, capture_output=True
     )
-    with_errors = subprocess.run(
-        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    with_errors = validate()
     assert with_errors.returncode == 0, with_errors.stderr[-2000:]
     assert "Validation successful" in with_errors.stderr + with_errors.stdout
