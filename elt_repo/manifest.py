@@ -123,7 +123,7 @@ class ManifestStore:
             shutil.copyfile(self.path, self.previous_path)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".manifest.", suffix=".tmp")
         with os.fdopen(fd, "w") as handle:
-            json.dump(manifest.to_dict(), handle, indent=2, sort_keys=True)
+            handle.write(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from elt_repo.discovery import DisabledPipeline
@@ -61,26 +63,40 @@ def test_unknown_format_is_not_loaded(tmp_path: Path) -> None:
     assert store.read() is None
 
 
+READER = """
+import json, sys
+from pathlib import Path
+from elt_repo.manifest import Manifest
+path, stop = Path(sys.argv[1]), Path(sys.argv[2])
+reads = broken = 0
+while not stop.exists():
+    reads += 1
+    try:
+        Manifest.from_dict(json.loads(path.read_text()))  # the current file itself, no fallback
+    except Exception:
+        broken += 1
+print(reads, broken)
+"""
+
+
 def test_no_temp_files_left_and_readers_never_see_partial_writes(tmp_path: Path) -> None:
+    """Another process (a code server loading definitions) reads while the sensor writes."""
     store = ManifestStore(tmp_path / "manifest.json")
     with store.lock():
         store.write(manifest("a" * 40, "p0"))
-    seen: list[str | None] = []
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            m = store.read()
-            seen.append(m.commit if m else None)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
+    stop = tmp_path.parent / f"{tmp_path.name}.stop"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(store.path), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)  # let the reader start reading
     for i in range(30):
         with store.lock():
             store.write(manifest(f"{i:040x}", *[f"p{j}" for j in range(20)]))
-    stop.set()
-    thread.join()
-    assert seen and None not in seen
+    stop.touch()
+    reads, broken = map(int, reader.communicate(timeout=30)[0].split())
+    assert reads > 30 and broken == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "manifest.json",
         "manifest.json.lock",
