@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from elt_repo.discovery import CONFIG_FILE, Discovery, discover
+from elt_repo.discovery import Discovery, discover
 from elt_repo.example_repo import ensure_example_repo
 from elt_repo.git_source import GitSource, GitSourceError, redact_url
 from elt_repo.manifest import Manifest, ManifestStore
@@ -95,7 +95,12 @@ def refresh(settings: Settings, *, known_commit: str | None = None) -> RefreshRe
             if settings.uses_example_repo:
                 ensure_example_repo(settings.example_repo_dir, settings.pipelines_dir)
             source = git_source(settings)
-            if known_commit and source.remote_commit() == known_commit and previous:
+            # A manifest still carrying a failed fetch is refreshed even at the same commit.
+            fetch_failed = previous is not None and any(
+                e.path == display_url(settings) for e in previous.errors
+            )
+            unchanged = known_commit and previous and not fetch_failed
+            if unchanged and source.remote_commit() == known_commit:
                 return RefreshResult(previous, previous, changed=False, skipped=True)
             checkout = source.sync(keep=previous.commits_in_use() if previous else ())
         except GitSourceError as exc:
@@ -122,11 +127,12 @@ def refresh(settings: Settings, *, known_commit: str | None = None) -> RefreshRe
 
 
 def validate_folder(folder: Path, pipelines_dir: str, settings: Settings) -> Discovery:
-    """Discover a local folder without Git or the manifest: what `refresh.py --validate` runs."""
+    """Discover a local folder without Git or the manifest: what `refresh.py --validate` runs.
+
+    `folder` is a repo checkout that holds `pipelines_dir`, or the pipelines folder itself.
+    """
     configure_process(settings)
     root = folder.resolve()
-    if pipelines_dir and (root / pipelines_dir).is_dir():
+    if (root / pipelines_dir).is_dir():
         return discover(root, pipelines_dir, dict(os.environ), settings.discovery_timeout)
-    if any(root.glob(f"*/{CONFIG_FILE}")) or (root / CONFIG_FILE).is_file():
-        return discover(root.parent, root.name, dict(os.environ), settings.discovery_timeout)
-    return discover(root, pipelines_dir, dict(os.environ), settings.discovery_timeout)
+    return discover(root.parent, root.name, dict(os.environ), settings.discovery_timeout)

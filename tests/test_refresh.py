@@ -133,6 +133,23 @@ def test_bad_repo_is_one_clear_error_and_keeps_what_was_loaded(
     assert result.manifest.errors[0] == result.error
 
 
+def test_recovered_fetch_clears_the_error_at_the_same_commit(
+    tmp_path: Path, repo: PipelinesRepo, settings_for
+) -> None:
+    add_sling(repo, "stable")
+    commit = repo.commit()
+    settings = settings_for(repo.url)
+    refresh(settings)
+    moved = tmp_path / "moved"
+    repo.path.rename(moved)  # the remote is briefly gone
+    assert refresh(settings, known_commit=commit).error is not None
+    moved.rename(repo.path)
+    recovered = refresh(settings, known_commit=commit)
+    assert recovered.error is None and not recovered.skipped
+    assert recovered.manifest.errors == () and recovered.manifest.commit == commit
+    assert refresh(settings, known_commit=commit).skipped
+
+
 def test_bad_repo_on_first_refresh_writes_an_error_manifest(tmp_path: Path, settings_for) -> None:
     settings = settings_for(f"file://{tmp_path}/nothing")
     result = refresh(settings)

@@ -108,6 +108,17 @@ def test_validate_a_local_folder(tmp_path: Path, layout: str) -> None:
     assert not (tmp_path / "state" / "manifest.json").exists()
 
 
+def test_validate_a_reference_layout_folder(tmp_path: Path) -> None:
+    repo = PipelinesRepo(tmp_path / "reference")
+    repo.write("pipelines/dlt/jokes/pipeline.py", "def run():\n    return None\n")
+    repo.write(
+        "pipelines/sling/orders/replication.yaml", "source: A\ntarget: B\nstreams: {x.y: {}}\n"
+    )
+    out = run(tmp_path, "--validate", str(repo.path / "pipelines"), "--json")
+    assert out.returncode == 0, out.stdout
+    assert json.loads(out.stdout)["per_tool"] == {"dlt": 1, "sling": 1}
+
+
 def test_validate_clean_folder_exits_0(tmp_path: Path) -> None:
     repo = PipelinesRepo(tmp_path / "authors_repo")
     repo.copy_example("csv_orders")
