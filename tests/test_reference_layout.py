@@ -170,6 +170,14 @@ def _one_run_pipeline(repo: PipelinesRepo, settings_for, body: str):
     return settings, manifest, assets_by_op(build_definitions(manifest, settings))
 
 
+def run_odd(ops: dict[str, AssetsDefinition], settings, instance):
+    """Materialize the one-off `odd` pipeline, keeping a failure as a result to inspect."""
+    resources = build_resources(settings)
+    return materialize(
+        [ops["odd__dlt"]], instance=instance, resources=resources, raise_on_error=False
+    )
+
+
 def test_run_returning_something_else_still_succeeds(
     repo: PipelinesRepo, settings_for, instance
 ) -> None:
@@ -191,12 +199,7 @@ def test_run_that_raises_fails_the_asset(repo: PipelinesRepo, settings_for, inst
     settings, _, ops = _one_run_pipeline(
         repo, settings_for, "def run():\n    raise RuntimeError('source is down')\n"
     )
-    result = materialize(
-        [ops["odd__dlt"]],
-        instance=instance,
-        resources=build_resources(settings),
-        raise_on_error=False,
-    )
+    result = run_odd(ops, settings, instance)
     assert not result.success
     error = result.get_step_failure_events()[0].step_failure_data.error
     assert error.cause.cls_name == "RuntimeError" and "source is down" in error.cause.message
@@ -219,12 +222,7 @@ def test_failed_load_jobs_fail_the_asset(
             "create schema strict_data; create table strict_data.items (id bigint check (id > 100), _dlt_load_id varchar not null, _dlt_id varchar not null)"
         )
     monkeypatch.setenv("LOAD__RAISE_ON_FAILED_JOBS", "false")  # dlt returns the failure in LoadInfo
-    result = materialize(
-        [ops["odd__dlt"]],
-        instance=instance,
-        resources=build_resources(settings),
-        raise_on_error=False,
-    )
+    result = run_odd(ops, settings, instance)
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data
     assert "failed job(s) for items" in failure.user_failure_data.description
