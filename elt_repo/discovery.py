@@ -27,6 +27,7 @@ from elt_repo.schemas import (
     DltSpec,
     PipelineSpec,
     SlingStreamSpec,
+    config_error,
     load_pipeline_config,
     spec_from_config,
 )
@@ -55,9 +56,7 @@ def _read_yaml(path: Path, rel: str, field_name: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "cannot parse"
-        raise ConfigException(
-            [ConfigError(rel, field_name, f"invalid YAML{where}: {problem}")]
-        ) from None
+        raise config_error(rel, field_name, f"invalid YAML{where}: {problem}") from None
 
 
 def _sling_streams(
@@ -66,15 +65,13 @@ def _sling_streams(
     rel = f"{rel_folder}/{replication}"
     path = folder / replication
     if not path.is_file():
-        raise ConfigException([ConfigError(rel, "sling.replication", "replication file not found")])
+        raise config_error(rel, "sling.replication", "replication file not found")
     config = _read_yaml(path, rel, "sling.replication")
     if not isinstance(config, Mapping) or not isinstance(config.get("streams"), Mapping):
-        raise ConfigException(
-            [ConfigError(rel, "streams", "a replication needs a 'streams' mapping")]
-        )
+        raise config_error(rel, "streams", "a replication needs a 'streams' mapping")
     for key in ("source", "target"):
         if not config.get(key):
-            raise ConfigException([ConfigError(rel, key, "required")])
+            raise config_error(rel, key, "required")
     defaults = config.get("defaults") or {}
     streams, seen = [], {}
     for name, stream_config in config["streams"].items():
@@ -82,17 +79,13 @@ def _sling_streams(
             continue
         table = stream_table(name, stream_config, defaults)
         if table in seen:
-            raise ConfigException(
-                [
-                    ConfigError(
-                        rel, f"streams.{name}", f"lands in table {table!r} like {seen[table]!r}"
-                    )
-                ]
+            raise config_error(
+                rel, f"streams.{name}", f"lands in table {table!r} like {seen[table]!r}"
             )
         seen[table] = name
         streams.append(SlingStreamSpec(name=name, table=table))
     if not streams:
-        raise ConfigException([ConfigError(rel, "streams", "no enabled streams")])
+        raise config_error(rel, "streams", "no enabled streams")
     return tuple(streams), (str(config["source"]), str(config["target"]))
 
 
@@ -130,21 +123,15 @@ class Discoverer:
         dlt = config.get("dlt")
         if dlt is None:
             if not defines_run(folder / RUN_FILE):
-                raise ConfigException(
-                    [
-                        ConfigError(
-                            rel,
-                            "dlt",
-                            f"a dlt pipeline needs a dlt: section with source, or a {RUN_FILE} "
-                            "with a run() function",
-                        )
-                    ]
+                raise config_error(
+                    rel,
+                    "dlt",
+                    f"a dlt pipeline needs a dlt: section with source, or a {RUN_FILE} "
+                    "with a run() function",
                 )
             return self._load_run_style(folder, rel_folder, config, common)
         if not (folder / dlt["source"].partition(":")[0]).is_file():
-            raise ConfigException(
-                [ConfigError(rel, "dlt.source", f"file not found: {dlt['source']}")]
-            )
+            raise config_error(rel, "dlt.source", f"file not found: {dlt['source']}")
         try:
             args = resolve_args(dlt["args"], folder, self.env)
             resources = list_resources(
@@ -156,7 +143,7 @@ class Discoverer:
                 self.env,
             )
         except (InspectError, SettingsError) as exc:
-            raise ConfigException([ConfigError(rel, "dlt.source", str(exc))]) from None
+            raise config_error(rel, "dlt.source", str(exc)) from None
         return spec_from_config(config, **common, dlt_resources=resources)
 
     def _load_run_style(
@@ -166,9 +153,7 @@ class Discoverer:
         try:
             accepts_key = inspect_run(folder, RUN_FILE, self.timeout, self.env)
         except InspectError as exc:
-            raise ConfigException(
-                [ConfigError(f"{rel_folder}/{RUN_FILE}", "run", str(exc))]
-            ) from None
+            raise config_error(f"{rel_folder}/{RUN_FILE}", "run", str(exc)) from None
         spec = spec_from_config(config, **common)
         run = DltSpec(source=f"{RUN_FILE}:run", style="run", accepts_partition_key=accepts_key)
         return replace(spec, dlt=run)

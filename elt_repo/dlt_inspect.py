@@ -77,8 +77,7 @@ def check_run(run: Any) -> bool:
             f"{', '.join(required)}"
         )
     return any(
-        p.name == "partition_key"
-        and p.kind != inspect.Parameter.POSITIONAL_ONLY
+        (p.name == "partition_key" and p.kind != inspect.Parameter.POSITIONAL_ONLY)
         or p.kind == inspect.Parameter.VAR_KEYWORD
         for p in params
     )

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from elt_repo.schemas import ConfigError, ConfigException
+from elt_repo.schemas import config_error
 
 CONFIG_FILE = "dagster.yaml"
 REPLICATION_FILE = "replication.yaml"
@@ -81,15 +81,9 @@ def infer_tool(config: Mapping[str, Any], folder: Path, config_path: str) -> str
     found = _tool_from_files(config, folder)
     parent = folder.parent.name if folder.parent.name in ("dlt", "sling") else None
     if found and parent and found != parent:
-        raise ConfigException(
-            [
-                ConfigError(
-                    config_path, "tool", f"the files say {found} but the folder is under {parent}/"
-                )
-            ]
+        raise config_error(
+            config_path, "tool", f"the files say {found} but the folder is under {parent}/"
         )
     if found or parent:
         return found or parent  # type: ignore[return-value]
-    raise ConfigException(
-        [ConfigError(config_path, "tool", "cannot infer the tool: set tool: dlt or tool: sling")]
-    )
+    raise config_error(config_path, "tool", "cannot infer the tool: set tool: dlt or tool: sling")

@@ -91,7 +91,8 @@ def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition
         # Each process evaluating the sensor loaded its own definitions; the cursor remembers the
         # last manifest a reload was asked for, so one change asks for one reload.
         reloaded = cursor.fingerprint if cursor and cursor.fingerprint else loaded_fingerprint
-        reload = manifest.fingerprint() != reloaded
+        fingerprint = manifest.fingerprint()
+        reload = fingerprint != reloaded
         if reload:
             request_reload(
                 os.environ.get("ELT_LOCATION_NAME", "elt_repo"),
@@ -111,7 +112,7 @@ def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition
             dynamic_partitions_requests=requests,
             cursor=Cursor(
                 commit=manifest.commit or (cursor.commit if cursor else None),
-                fingerprint=manifest.fingerprint(),
+                fingerprint=fingerprint,
             ).dump(),
             skip_reason=None if requests else SkipReason(summary),
         )

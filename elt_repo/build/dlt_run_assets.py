@@ -14,7 +14,13 @@ from dagster import (
     multi_asset,
 )
 
-from elt_repo.build.common import BuildContext, duckdb_pool, multi_asset_args, pipeline_asset_spec
+from elt_repo.build.common import (
+    BuildContext,
+    duckdb_pool,
+    multi_asset_args,
+    pipeline_asset_spec,
+    with_run_metadata,
+)
 from elt_repo.build.load_info import load_info_metadata, other_result_metadata
 from elt_repo.dlt_inspect import import_pipeline_module
 from elt_repo.schemas import PipelineSpec
@@ -67,9 +73,11 @@ def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefi
         else:
             metadata = other_result_metadata(result)
         metadata["elt/duration_seconds"] = round(time.monotonic() - started, 3)
-        metadata["elt/commit"] = ctx.commit(pipeline) or ""
-        if partition_key is not None:
-            metadata["elt/partition"] = partition_key
-        yield MaterializeResult(asset_key=spec.key, metadata=metadata)
+        partition = {} if partition_key is None else {"partition_key": partition_key}
+        yield from with_run_metadata(
+            [MaterializeResult(asset_key=spec.key, metadata=metadata)],
+            ctx.commit(pipeline),
+            partition,
+        )
 
     return _asset

@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from elt_repo.schemas.errors import ConfigError, ConfigException, flatten_messages
+from elt_repo.schemas.errors import ConfigError, ConfigException, config_error, flatten_messages
 from elt_repo.schemas.pipeline import PipelineConfigSchema
 from elt_repo.schemas.specs import (
     DltResourceSpec,
@@ -41,6 +41,7 @@ __all__ = [
     "SlingStreamSpec",
     "StaticPartitionSpec",
     "TimePartitionSpec",
+    "config_error",
     "load_pipeline_config",
     "spec_from_config",
     "spec_from_dict",

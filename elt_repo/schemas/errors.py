@@ -30,6 +30,11 @@ class ConfigException(ValueError):
         super().__init__("; ".join(str(e) for e in self.errors))
 
 
+def config_error(path: str, field: str, message: str) -> ConfigException:
+    """A single problem, ready to raise."""
+    return ConfigException([ConfigError(path, field, message)])
+
+
 def flatten_messages(messages: Any, prefix: str = "") -> list[tuple[str, str]]:
     """Turn marshmallow's nested error dict into (dotted.field, message) pairs."""
     out: list[tuple[str, str]] = []
