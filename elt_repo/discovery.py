@@ -138,11 +138,13 @@ class Discoverer:
                 folder,
                 dlt["source"],
                 args,
-                list(dlt["partition_args"].values()),
+                dlt["partition_args"],
                 self.timeout,
                 self.env,
             )
-        except (InspectError, SettingsError) as exc:
+        except InspectError as exc:
+            raise config_error(rel, exc.field or "dlt.source", str(exc)) from None
+        except SettingsError as exc:
             raise config_error(rel, "dlt.source", str(exc)) from None
         return spec_from_config(config, **common, dlt_resources=resources)
 

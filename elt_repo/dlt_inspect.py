@@ -20,7 +20,29 @@ from elt_repo.schemas import DltResourceSpec
 
 
 class InspectError(Exception):
-    """The source could not be listed; the message is one line for the manifest."""
+    """The source could not be listed; the message is one line for the manifest.
+
+    `field` names the config field at fault when it is not `dlt.source` itself.
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def check_partition_args(func: Callable[..., Any], partition_args: Mapping[str, str]) -> None:
+    """Every `partition_args` value must name a parameter the source function takes."""
+    params = inspect.signature(func).parameters
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for role, name in partition_args.items():
+        if name not in params:
+            takes = ", ".join(params) or "no parameters"
+            raise InspectError(
+                f"{name!r} is not a parameter of {getattr(func, '__name__', 'the source')}() "
+                f"(it takes {takes})",
+                field=f"dlt.partition_args.{role}",
+            )
 
 
 def import_pipeline_module(folder: Path, file: str, module_prefix: str = "elt_pipeline") -> Any:
@@ -99,7 +121,8 @@ def _list(request: Mapping[str, Any]) -> list[dict[str, Any]]:
     func = getattr(module, request["function"], None)
     if func is None:
         raise InspectError(f"{request['file']} has no function {request['function']!r}")
-    result = call_source(func, request["args"], request["partition_params"])
+    check_partition_args(func, request["partition_args"])
+    result = call_source(func, request["args"], list(request["partition_args"].values()))
     if isinstance(result, DltResource):
         resources = [result]
     elif isinstance(result, DltSource):
@@ -120,7 +143,7 @@ def list_resources(
     folder: Path,
     source: str,
     args: Mapping[str, Any],
-    partition_params: list[str],
+    partition_args: Mapping[str, str],
     timeout: float,
     env: Mapping[str, str],
 ) -> tuple[DltResourceSpec, ...]:
@@ -132,7 +155,7 @@ def list_resources(
         "file": file,
         "function": function,
         "args": args,
-        "partition_params": partition_params,
+        "partition_args": dict(partition_args),
     }
     payload = _in_child(request, folder, timeout, env)
     return tuple(DltResourceSpec(**r) for r in payload["resources"])
@@ -168,7 +191,7 @@ def _in_child(
         tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise InspectError(f"{what} crashed: {tail}") from None
     if "error" in payload:
-        raise InspectError(payload["error"])
+        raise InspectError(payload["error"], payload.get("field"))
     return payload
 
 
@@ -181,7 +204,7 @@ def main() -> None:
         else:
             reply = {"resources": _list(request)}
     except InspectError as exc:
-        reply = {"error": str(exc)}
+        reply = {"error": str(exc), "field": exc.field}
     except BaseException as exc:  # the pipeline's own code may raise anything
         reply = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
     sys.stdout.write("\n" + json.dumps(reply) + "\n")

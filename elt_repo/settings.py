@@ -82,6 +82,7 @@ class _EltYamlSchema(Schema):
     pipelines_dir = fields.String()
     auto_refresh = fields.Boolean()
     poll_interval = fields.Integer(validate=validate.Range(min=5))
+    automation_interval = fields.Integer(validate=validate.Range(min=5))
     state_dir = fields.String()
     warehouse = fields.String()
     discovery_timeout = fields.Float(validate=validate.Range(min=1))
@@ -101,6 +102,7 @@ class Settings:
     state_dir: Path
     warehouse: Path
     discovery_timeout: float = 60.0
+    automation_interval: int = 30
     # Raw connection configs; `${VAR}` stays unresolved until a run needs it.
     connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     github_token: str | None = field(default=None, repr=False, compare=False)
@@ -196,6 +198,7 @@ def load_settings(
     auto_refresh = get("ELT_AUTO_REFRESH", "auto_refresh", True)
     poll = get("ELT_POLL_INTERVAL", "poll_interval", 60)
     timeout = get("ELT_DISCOVERY_TIMEOUT", "discovery_timeout", 60.0)
+    automation = get("ELT_AUTOMATION_INTERVAL", "automation_interval", 30)
     return Settings(
         project_dir=project_dir,
         repo_url=interpolate(str(get("ELT_REPO_URL", "repo_url", EXAMPLE_REPO_URL)), env),
@@ -208,6 +211,7 @@ def load_settings(
         state_dir=path("ELT_STATE_DIR", "state_dir", ".elt_state"),
         warehouse=path("ELT_WAREHOUSE", "warehouse", "data/warehouse.duckdb"),
         discovery_timeout=_number("ELT_DISCOVERY_TIMEOUT", str(timeout), float, 1),
+        automation_interval=_number("ELT_AUTOMATION_INTERVAL", str(automation), int, 5),
         connections=conf.get("connections", {}),
         github_token=env.get("GITHUB_TOKEN") or None,
     )

@@ -106,6 +106,7 @@ def test_keys_are_pipeline_and_table(example_defs: Definitions) -> None:
         AssetKey(["github_issues", "issues"]),
         AssetKey(["github_issues", "comments"]),
         AssetKey(["shop_sqlite", "products"]),
+        AssetKey(["shop_events", "events"]),
         AssetKey(["shop_sqlite", "inventory"]),
         AssetKey(["store_sales", "daily_sales"]),
         AssetKey(["store_sales", "stores"]),
@@ -131,15 +132,15 @@ def test_every_writer_of_the_warehouse_shares_one_pool(
     assert duckdb_pool(tmp_path / "other.duckdb") not in pools
 
 
-def test_scheduled_pipelines_get_an_automation_sensor(example_defs: Definitions) -> None:
-    sensors = {s.name: s for s in example_defs.sensors}
-    assert set(sensors) == {
-        "csv_orders__automation",
-        "github_issues__automation",
-        "shop_sqlite__automation",
-        "store_sales__automation",
+def test_one_running_automation_sensor_covers_every_scheduled_pipeline(
+    example_defs: Definitions,
+) -> None:
+    (sensor,) = example_defs.sensors
+    assert (sensor.name, sensor.default_status.value) == ("elt_repo_automation", "RUNNING")
+    covered = sensor.asset_selection.resolve(_assets(example_defs))
+    assert covered == {
+        k for a in _assets(example_defs) for k in a.keys if a.op.name != "csv_orders__sling"
     }
-    assert sensors["csv_orders__automation"].default_status.value == "RUNNING"
 
 
 def test_manifest_errors_become_visible_placeholders(
@@ -161,7 +162,7 @@ def test_a_pipeline_that_cannot_build_does_not_take_down_the_rest(
     manifest = replace(example_manifest, pipelines=(broken, *example_manifest.pipelines[1:]))
     defs = build_definitions(manifest, make_settings(tmp_path, "x"))
     built = {a.op.name for a in _assets(defs) if a.is_executable}
-    assert broken.name + "__sling" not in built and len(built) == 3
+    assert broken.name + "__sling" not in built and len(built) == 4
     (spec,) = placeholders(defs)
     assert spec.key == AssetKey(["elt_config_errors", broken.folder.rsplit("/", 1)[-1]])
     assert "Invalid tag value" in spec.description
@@ -204,7 +205,7 @@ def test_loading_definitions_imports_no_pipeline_code(tmp_path: Path, examples_r
         capture_output=True,
         text=True,
     ).stdout.split("\n")
-    assert int(out[0]) == 8 and out[1] == "[]"
+    assert int(out[0]) == 9 and out[1] == "[]"
 
 
 def test_definitions_validate_cli(tmp_path: Path, examples_repo) -> None:

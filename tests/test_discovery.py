@@ -61,7 +61,13 @@ def test_examples(tmp_path: Path) -> None:
     result = run(tmp_path)
     assert result.errors == ()
     by_name = {p.name: p for p in result.pipelines}
-    assert sorted(by_name) == ["csv_orders", "github_issues", "shop_sqlite", "store_sales"]
+    assert sorted(by_name) == [
+        "csv_orders",
+        "github_issues",
+        "shop_events",
+        "shop_sqlite",
+        "store_sales",
+    ]
     assert [d.name for d in result.disabled] == ["legacy_export"]
     assert [r.table_name for r in by_name["github_issues"].dlt.resources] == ["issues", "comments"]
     assert [s.table for s in by_name["csv_orders"].sling.streams] == ["customers", "orders"]
@@ -159,6 +165,12 @@ BROKEN = {
         {"pipeline.py": GOOD_DLT},
         "dlt.source",
         "NOT_SET_ANYWHERE is not set",
+    ),
+    "partition_arg_not_a_parameter": (
+        {"dlt": {"source": "pipeline.py:src", "partition_args": {"start": "since"}}},
+        {"pipeline.py": GOOD_DLT},
+        "dlt.partition_args.start",
+        "'since' is not a parameter of src() (it takes limit)",
     ),
     "no_dlt_section": ({"tool": "dlt"}, {}, "dlt", "needs a dlt: section"),
     "no_replication": ({"tool": "sling"}, {}, "sling.replication", "replication file not found"),

@@ -34,6 +34,7 @@ def expected_counts() -> dict[tuple[str, str], int]:
     gh = EXAMPLES_DIR / "github_issues" / "data"
     issues = jsonl(gh / "issues.jsonl")
     shop = sqlite3.connect(EXAMPLES_DIR / "shop_sqlite" / "shop.sqlite")
+    events = sqlite3.connect(EXAMPLES_DIR / "shop_events" / "events.sqlite")
     sales = store_sales()
 
     def csv_rows(name: str) -> int:
@@ -50,6 +51,7 @@ def expected_counts() -> dict[tuple[str, str], int]:
         ("csv_orders", "orders"): csv_rows("orders.csv"),
         ("shop_sqlite", "products"): shop.execute("select count(*) from products").fetchone()[0],
         ("shop_sqlite", "inventory"): shop.execute("select count(*) from inventory").fetchone()[0],
+        ("shop_events", "events"): events.execute("select count(*) from events").fetchone()[0],
     }
 
 
@@ -63,6 +65,7 @@ def test_every_example_asset_materializes(examples_repo, settings_for, instance)
     assert [(o.op, o.partition, o.success) for o in outcomes] == [
         ("csv_orders__sling", None, True),
         ("github_issues__dlt", "2024-01-01..2024-03-31", True),
+        ("shop_events__sling", "2024-01-01..2024-03-31", True),
         ("shop_sqlite__sling", None, True),
         ("store_sales__dlt", "us-east", True),
         ("store_sales__dlt", "us-west", True),

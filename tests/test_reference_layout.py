@@ -89,9 +89,13 @@ def test_assets_and_extra_fields(loaded) -> None:
     events = ops["daily_events__dlt"].specs_by_key[AssetKey(["daily_events"])]
     assert {"dlt", "duckdb", "events"} == set(events.kinds)
     assert events.automation_condition.get_label() == "on_cron(0 6 * * *, America/New_York)"
-    sensors = {s.name: s for s in defs.sensors}
-    assert sensors["daily_events__automation"].default_status.value == "STOPPED"
-    assert sensors["customers__automation"].default_status.value == "RUNNING"
+    graph = list(ops.values())
+    covered = {
+        s.name: (s.default_status.value, s.asset_selection.resolve(graph)) for s in defs.sensors
+    }
+    assert covered["elt_repo_automation_stopped"] == ("STOPPED", {AssetKey(["daily_events"])})
+    assert covered["elt_repo_automation"][0] == "RUNNING"
+    assert AssetKey(["customers", "customers"]) in covered["elt_repo_automation"][1]
 
     customers = ops["customers__sling"]
     retry = customers.op.retry_policy

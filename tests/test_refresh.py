@@ -30,7 +30,13 @@ def test_examples_refresh_then_skip_cheaply(examples_repo: PipelinesRepo, settin
     first = refresh(settings)
     head = git(examples_repo.path, "rev-parse", "HEAD")
     assert first.changed and first.error is None and first.manifest.commit == head
-    assert names(first) == ["csv_orders", "github_issues", "shop_sqlite", "store_sales"]
+    assert names(first) == [
+        "csv_orders",
+        "github_issues",
+        "shop_events",
+        "shop_sqlite",
+        "store_sales",
+    ]
     assert ManifestStore(settings.manifest_path).read() == first.manifest
     again = refresh(settings, known_commit=head)
     assert again.skipped and not again.changed and again.manifest == first.manifest
@@ -173,7 +179,7 @@ def test_default_is_the_bundled_example_repo(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "")
     assert settings.uses_example_repo
     result = refresh(settings)
-    assert result.error is None and len(result.manifest.pipelines) == 4
+    assert result.error is None and len(result.manifest.pipelines) == 5
     assert result.manifest.url.startswith("example repo")
     assert git(settings.example_repo_dir, "rev-parse", "HEAD") == result.manifest.commit
     # Refreshing again with unchanged examples makes no new commit.

@@ -46,7 +46,7 @@ def test_help_documents_exit_codes(tmp_path: Path) -> None:
 def test_refresh_prints_summary(tmp_path: Path, examples_repo: PipelinesRepo) -> None:
     out = run(tmp_path, ELT_REPO_URL=examples_repo.url)
     assert out.returncode == 0, out.stderr
-    assert "pipelines: 4 (2 dlt, 2 sling)" in out.stdout
+    assert "pipelines: 5 (2 dlt, 3 sling)" in out.stdout
     assert "disabled:  legacy_export" in out.stdout
     assert "errors:    0" in out.stdout
 
@@ -58,7 +58,7 @@ def test_refresh_json_with_errors_exits_1(tmp_path: Path, examples_repo: Pipelin
     assert out.returncode == 1
     summary = json.loads(out.stdout)
     assert summary["commit"] == sha
-    assert summary["per_tool"] == {"dlt": 2, "sling": 2}
+    assert summary["per_tool"] == {"dlt": 2, "sling": 3}
     assert summary["errors"] == [
         {
             "path": "pipelines/broken/dagster.yaml",

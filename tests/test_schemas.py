@@ -29,6 +29,18 @@ def errors_of(raw: object) -> list[tuple[str, str]]:
     return [(e.field, e.message) for e in info.value.errors]
 
 
+def timed(max_partitions_per_run: int | None = None, **time: str) -> dict:
+    """A config with daily time partitions from 2024-01-01, changed by `time`."""
+    partitions: dict = {"type": "time", "time": {"start": "2024-01-01", **time}}
+    if max_partitions_per_run is not None:
+        partitions["max_partitions_per_run"] = max_partitions_per_run
+    return {"partitions": partitions}
+
+
+def static(*keys: str, **extra: object) -> dict:
+    return {"partitions": {"type": "static", "static": {"partition_keys": list(keys)}, **extra}}
+
+
 BAD = [
     ({"bogus": 1}, "bogus", "Unknown field"),
     ({"enabled": "maybe"}, "enabled", "boolean"),
@@ -86,6 +98,50 @@ BAD = [
         {"partitions": {"type": "static", "static": {"partition_keys": ["a", "a"]}}},
         "partitions.static.partition_keys",
         "duplicate partition keys: a",
+    ),
+    (
+        timed(cron_schedule="0 0 30 2 *"),
+        "partitions.time.cron_schedule",
+        "'0 0 30 2 *' never fires",
+    ),
+    ({"schedule": {"cron_schedule": "0 0 31 4 *"}}, "schedule.cron_schedule", "never fires"),
+    (
+        timed(fmt="%Y-%m"),
+        "partitions.time.fmt",
+        "'%Y-%m' does not round-trip: the window starting 2024-01-02 00:00 becomes key '2024-01'",
+    ),
+    (
+        timed(cron_schedule="0 * * * *"),
+        "partitions.time.fmt",
+        "needs every field down to the schedule's period ('0 * * * *')",
+    ),
+    (timed(fmt="daily"), "partitions.time.fmt", "has no strftime directives"),
+    (static("us", ""), "partitions.static.partition_keys.1", "must not be empty"),
+    (static("a...b"), "partitions.static.partition_keys.0", "contains ..., which Dagster refuses"),
+    (static("a\nb"), "partitions.static.partition_keys.0", "contains '\\n', which Dagster refuses"),
+    (static(" us"), "partitions.static.partition_keys.0", "starts or ends with whitespace"),
+    (
+        static("a", max_partitions_per_run=3),
+        "partitions.max_partitions_per_run",
+        "only for time partitions",
+    ),
+    (
+        timed(max_partitions_per_run=0),
+        "partitions.max_partitions_per_run",
+        "greater than or equal to 1",
+    ),
+    ({"automation": "sometimes"}, "automation.condition", "Must be one of"),
+    ({"automation": {"on_code_change": "yes please"}}, "automation.on_code_change", "boolean"),
+    ({"automation": "on_cron"}, "automation.condition", "needs an enabled schedule"),
+    (
+        {"automation": "on_cron", "schedule": {"cron_schedule": "0 2 * * *", "mode": "schedule"}},
+        "automation.condition",
+        "pick one",
+    ),
+    (
+        {"schedule": {"cron_schedule": "0 2 * * *", "mode": "cron"}},
+        "schedule.mode",
+        "Must be one of",
     ),
     (
         {"schedule": {"enabled": True}},

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from dagster import AssetsDefinition, AssetSelection, Definitions
+from dagster import AssetsDefinition, Definitions, ScheduleDefinition
 
-from elt_repo.build.automation import automation_sensor
+from elt_repo.build.automation import automation_sensors, pipeline_schedule
 from elt_repo.build.common import BuildContext
 from elt_repo.build.dlt_assets import build_dlt_assets
 from elt_repo.build.dlt_run_assets import build_dlt_run_asset
@@ -31,8 +31,8 @@ def build_pipeline_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDe
 def build_definitions(manifest: Manifest, settings: Settings) -> Definitions:
     """Assets, automation sensors and error placeholders for every pipeline in the manifest."""
     ctx = BuildContext(manifest=manifest, settings=settings)
-    assets: list[AssetsDefinition] = []
-    sensors = []
+    built: list[tuple[PipelineSpec, AssetsDefinition]] = []
+    schedules: list[ScheduleDefinition] = []
     errors = list(manifest.errors)
     for pipeline in manifest.pipelines:
         try:
@@ -41,9 +41,12 @@ def build_definitions(manifest: Manifest, settings: Settings) -> Definitions:
             log.exception("cannot build %s", pipeline.name)
             errors.append(ConfigError(f"{pipeline.folder}/dagster.yaml", "<build>", str(exc)))
             continue
-        assets.append(assets_def)
-        sensor = automation_sensor(pipeline, AssetSelection.assets(*assets_def.keys))
-        if sensor is not None:
-            sensors.append(sensor)
+        built.append((pipeline, assets_def))
+        if pipeline.schedule is not None and pipeline.schedule.mode == "schedule":
+            schedules.append(pipeline_schedule(pipeline, assets_def))
     kept = {p.folder.rsplit("/", 1)[-1] for p in manifest.pipelines if p.name in manifest.pinned}
-    return Definitions(assets=[*assets, *error_specs(tuple(errors), kept)], sensors=sensors)
+    return Definitions(
+        assets=[*(a for _, a in built), *error_specs(tuple(errors), kept)],
+        sensors=automation_sensors(built, settings.automation_interval),
+        schedules=schedules,
+    )

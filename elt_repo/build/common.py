@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
     AssetSpec,
-    AutomationCondition,
+    Failure,
     MaterializeResult,
+    MetadataValue,
 )
 
+from elt_repo.build.automation import automation_condition
 from elt_repo.build.metadata import code_references, definition_metadata
 from elt_repo.build.partitions import backfill_policy, partitions_def
 from elt_repo.build.retries import retry_policy
@@ -51,15 +54,6 @@ def duckdb_pool(path: Path) -> str:
     resolved = str(path.resolve())
     stem = re.sub(r"[^A-Za-z0-9_]", "_", path.stem)
     return f"duckdb_{stem}_{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
-
-
-def automation_condition(pipeline: PipelineSpec) -> AutomationCondition | None:
-    """A cron schedule in config becomes a declarative on_cron condition."""
-    schedule = pipeline.schedule
-    if schedule is None:
-        return None
-    timezone = schedule.execution_timezone or schedule.timezone
-    return AutomationCondition.on_cron(schedule.cron_schedule, timezone)
 
 
 def pipeline_asset_spec(
@@ -104,6 +98,42 @@ def multi_asset_args(pipeline: PipelineSpec, specs: list[AssetSpec], pool: str) 
         "pool": pool,
         "op_tags": {"elt/pipeline": pipeline.name},
     }
+
+
+def step_failure(context: AssetExecutionContext, pipeline: PipelineSpec, exc: Exception) -> Failure:
+    """A Failure that says which pipeline, partition and attempt failed, and how."""
+    attempt = context.retry_number + 1
+    attempts = (pipeline.retry.max_retries if pipeline.retry else 0) + 1
+    message = str(exc).strip() or repr(exc)
+    partition = ""
+    if context.has_partition_key_range:
+        keys = context.partition_key_range
+        partition = keys.start if keys.start == keys.end else f"{keys.start}...{keys.end}"
+    where = f" partition {partition}" if partition else ""
+    return Failure(
+        description=f"{pipeline.name}{where} failed on attempt {attempt} of {attempts}: "
+        f"{type(exc).__name__}: {message.splitlines()[0][:500]}",
+        metadata={
+            "elt/pipeline": pipeline.name,
+            "elt/error_type": type(exc).__name__,
+            "elt/error": MetadataValue.text(message[:4000]),
+            "elt/attempt": attempt,
+            "elt/max_attempts": attempts,
+            "elt/partition": partition,
+        },
+    )
+
+
+def with_failure_details(
+    context: AssetExecutionContext, pipeline: PipelineSpec, body: Iterator[MaterializeResult]
+) -> Iterator[MaterializeResult]:
+    """Run an asset body; a tool's exception becomes a retryable Failure with metadata."""
+    try:
+        yield from body
+    except Failure:
+        raise
+    except Exception as exc:
+        raise step_failure(context, pipeline, exc) from exc
 
 
 def with_run_metadata(

@@ -21,6 +21,7 @@ from elt_repo.build.common import (
     duckdb_pool,
     multi_asset_args,
     pipeline_asset_spec,
+    with_failure_details,
     with_run_metadata,
 )
 from elt_repo.build.partitions import (
@@ -93,10 +94,11 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
         )
         for resource in dlt_spec.resources
     ]
-    pool = duckdb_pool(ctx.settings.warehouse) if kind == "duckdb" else f"dlt_{kind}"
+    # One pool per DuckDB file (one writer), else one per pipeline: runs of one dlt pipeline
+    # never overlap, because two runs would race on its local state (dagster#21022, dlt#1102).
+    pool = duckdb_pool(ctx.settings.warehouse) if kind == "duckdb" else f"dlt_{pipeline.name}"
 
-    @multi_asset(**multi_asset_args(pipeline, specs, pool))
-    def _assets(
+    def _run(
         context: AssetExecutionContext, dlt: DagsterDltResource
     ) -> Iterator[MaterializeResult]:
         import dlt as dlt_lib
@@ -117,5 +119,11 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
             loader_file_format=LOADER_FILE_FORMAT,
         )
         yield from with_run_metadata(results, ctx.commit(pipeline), partition)
+
+    @multi_asset(**multi_asset_args(pipeline, specs, pool))
+    def _assets(
+        context: AssetExecutionContext, dlt: DagsterDltResource
+    ) -> Iterator[MaterializeResult]:
+        yield from with_failure_details(context, pipeline, _run(context, dlt))
 
     return _assets

@@ -19,6 +19,7 @@ from elt_repo.build.common import (
     duckdb_pool,
     multi_asset_args,
     pipeline_asset_spec,
+    with_failure_details,
     with_run_metadata,
 )
 from elt_repo.build.load_info import load_info_metadata, other_result_metadata
@@ -59,8 +60,7 @@ def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefi
     )
     accepts_key = pipeline.dlt.accepts_partition_key
 
-    @multi_asset(**multi_asset_args(pipeline, [spec], duckdb_pool(ctx.settings.warehouse)))
-    def _asset(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+    def _run(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
         folder = ctx.folder(pipeline)
         partition_key = context.partition_key if pipeline.partitions else None
         module = import_pipeline_module(folder, pipeline.dlt.source_file)
@@ -79,5 +79,9 @@ def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefi
             ctx.commit(pipeline),
             partition,
         )
+
+    @multi_asset(**multi_asset_args(pipeline, [spec], duckdb_pool(ctx.settings.warehouse)))
+    def _asset(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+        yield from with_failure_details(context, pipeline, _run(context))
 
     return _asset

@@ -84,7 +84,8 @@ def definition_metadata(pipeline: PipelineSpec, commit: str | None) -> dict[str,
     if pipeline.partitions is not None:
         meta["elt/partitions"] = pipeline.partitions.type
     if pipeline.schedule is not None:
-        meta["elt/schedule"] = f"{pipeline.schedule.cron_schedule} ({pipeline.schedule.timezone})"
+        sched = pipeline.schedule
+        meta["elt/schedule"] = f"{sched.cron_schedule} ({sched.timezone}), {sched.mode}"
     for entry in pipeline.metadata:
         meta[entry.key] = custom_value(entry)
     return meta

@@ -18,6 +18,7 @@ from dagster import (
 
 from elt_repo.manifest import Manifest
 from elt_repo.schemas import PartitionSpec, PipelineSpec
+from elt_repo.schemas.fields import parse_date
 
 
 def dynamic_partitions_name(pipeline: PipelineSpec) -> str:
@@ -32,19 +33,29 @@ def partitions_def(pipeline: PipelineSpec) -> PartitionsDefinition | None:
         return None
     if part.type == "time" and part.time:
         t = part.time
+        # Parsed here (fmt, else ISO 8601) so `start: "2024-01-01"` works with an hourly fmt too.
         return TimeWindowPartitionsDefinition(
-            start=t.start, end=t.end, cron_schedule=t.cron_schedule, timezone=t.timezone, fmt=t.fmt
+            start=parse_date(t.start, t.fmt),
+            end=parse_date(t.end, t.fmt) if t.end else None,
+            cron_schedule=t.cron_schedule,
+            timezone=t.timezone,
+            fmt=t.fmt,
         )
     return DynamicPartitionsDefinition(name=dynamic_partitions_name(pipeline))
 
 
 def backfill_policy(pipeline: PipelineSpec) -> BackfillPolicy | None:
-    """Time windows backfill in one run; static keys, and run() that takes one key, one per run."""
+    """Time windows backfill in one run (or `max_partitions_per_run` per run); static keys,
+    and a run() that takes one partition_key, one key per run."""
     part = pipeline.partitions
     if part is None:
         return None
     one_key = part.type == "static" or (pipeline.dlt is not None and pipeline.dlt.style == "run")
-    return BackfillPolicy.multi_run(1) if one_key else BackfillPolicy.single_run()
+    if one_key:
+        return BackfillPolicy.multi_run(1)
+    if part.max_partitions_per_run:
+        return BackfillPolicy.multi_run(part.max_partitions_per_run)
+    return BackfillPolicy.single_run()
 
 
 def partition_values(context: AssetExecutionContext, pipeline: PipelineSpec) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from elt_repo.build.common import (
     duckdb_pool,
     multi_asset_args,
     pipeline_asset_spec,
+    with_failure_details,
     with_run_metadata,
 )
 from elt_repo.build.partitions import partition_values
@@ -100,8 +101,7 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
         duckdb_pool(ctx.settings.warehouse) if sling_spec.target == WAREHOUSE else f"sling_{kind}"
     )
 
-    @multi_asset(**multi_asset_args(pipeline, specs, pool))
-    def _assets(
+    def _run(
         context: AssetExecutionContext, sling: EltSlingResource
     ) -> Iterator[MaterializeResult]:
         folder = ctx.folder(pipeline)
@@ -121,5 +121,11 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
             context=context, replication_config=config, dagster_sling_translator=translator
         ).fetch_row_count()
         yield from with_run_metadata(results, ctx.commit(pipeline), partition)
+
+    @multi_asset(**multi_asset_args(pipeline, specs, pool))
+    def _assets(
+        context: AssetExecutionContext, sling: EltSlingResource
+    ) -> Iterator[MaterializeResult]:
+        yield from with_failure_details(context, pipeline, _run(context, sling))
 
     return _assets

@@ -13,6 +13,7 @@ from marshmallow import ValidationError
 from elt_repo.schemas.errors import ConfigError, ConfigException, config_error, flatten_messages
 from elt_repo.schemas.pipeline import PipelineConfigSchema
 from elt_repo.schemas.specs import (
+    AutomationSpec,
     DltResourceSpec,
     DltSpec,
     MetadataEntrySpec,
@@ -28,6 +29,7 @@ from elt_repo.schemas.specs import (
 )
 
 __all__ = [
+    "AutomationSpec",
     "ConfigError",
     "ConfigException",
     "DltResourceSpec",
@@ -75,7 +77,11 @@ def _partitions(config: Mapping[str, Any] | None) -> PartitionSpec | None:
     if not config or not config.get("enabled", True):
         return None
     if config["type"] == "time":
-        return PartitionSpec(type="time", time=TimePartitionSpec(**config["time"]))
+        return PartitionSpec(
+            type="time",
+            time=TimePartitionSpec(**config["time"]),
+            max_partitions_per_run=config.get("max_partitions_per_run"),
+        )
     keys = tuple(config["static"]["partition_keys"])
     return PartitionSpec(type="static", static=StaticPartitionSpec(partition_keys=keys))
 
@@ -106,6 +112,7 @@ def spec_from_config(
         tags=dict(config.get("tags", {})),
         partitions=_partitions(config.get("partitions")),
         schedule=ScheduleSpec(**schedule) if schedule and schedule.get("enabled", True) else None,
+        automation=AutomationSpec(**config["automation"]) if config.get("automation") else None,
         retry=_retry(config),
         kinds=tuple(config.get("kinds", ())),
         metadata=tuple(MetadataEntrySpec(**m) for m in config.get("metadata", ())),

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from marshmallow import ValidationError
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -48,11 +48,52 @@ def tags(value: dict[str, str]) -> None:
 
 
 def cron(value: str) -> None:
-    """Five-field cron or an alias such as @daily."""
+    """Five-field cron or an alias such as @daily, that fires at least once."""
     if value in _CRON_ALIASES:
         return
     if len(value.split()) != 5 or not croniter.is_valid(value):
         raise ValidationError(f"{value!r} is not a valid 5-field cron string")
+    try:
+        croniter(value, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValidationError(f"{value!r} never fires (no such date)") from None
+
+
+def fmt_round_trips(value: str, fmt: str, cron_schedule: str, timezone: str) -> None:
+    """Each window start formats to a key that parses back to it, and keys do not repeat."""
+    if "%" not in fmt:
+        raise ValidationError(f"{fmt!r} has no strftime directives, so every key would be equal")
+    base = parse_date(value, fmt).replace(tzinfo=ZoneInfo(timezone))
+    ticks = croniter(cron_schedule, base)
+    starts = [ticks.get_next(datetime) for _ in range(3)]
+    for start in starts:
+        key = start.strftime(fmt)
+        try:
+            back = datetime.strptime(key, fmt)
+        except ValueError:
+            back = None
+        if back != start.replace(tzinfo=None):
+            raise ValidationError(
+                f"{fmt!r} does not round-trip: the window starting {start:%Y-%m-%d %H:%M} "
+                f"becomes key {key!r}, which parses back to {back or 'nothing'}; "
+                f"it needs every field down to the schedule's period ({cron_schedule!r})"
+            )
+
+
+# Dagster refuses these in partition keys ("..." separates the ends of a key range).
+_BAD_KEY_PARTS = ("...",)
+
+
+def partition_key(value: str) -> None:
+    """A static partition key Dagster accepts: no '...', no control characters, no edge spaces."""
+    if not value or not value.strip():
+        raise ValidationError("partition keys must not be empty")
+    if value != value.strip():
+        raise ValidationError(f"{value!r} starts or ends with whitespace")
+    bad = [part for part in _BAD_KEY_PARTS if part in value]
+    bad += sorted({repr(c) for c in value if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise ValidationError(f"{value!r} contains {', '.join(bad)}, which Dagster refuses in keys")
 
 
 def timezone(value: str) -> None:

@@ -5,11 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
 
 from elt_repo.schemas import fields as check
 
 _PARTITION_ARG_KEYS = ("start", "end", "key")
+_CONDITIONS = ("on_cron", "eager", "on_missing", "none")
+_SCHEDULE_MODES = ("automation", "schedule")
 # Dagster allows ten kinds per asset; the tool and the destination take two.
 MAX_EXTRA_KINDS = 8
 
@@ -42,11 +52,16 @@ class TimePartitionSchema(_Strict):
                 raise ValidationError(
                     f"end {data['end']!r} must be after start {data['start']!r}", "end"
                 )
+        cron, timezone = data.get("cron_schedule", "0 0 * * *"), data.get("timezone", "UTC")
+        try:
+            check.fmt_round_trips(data["start"], fmt, cron, timezone)
+        except ValidationError as exc:
+            raise ValidationError(exc.messages, "fmt") from None
 
 
 class StaticPartitionSchema(_Strict):
     partition_keys = fields.List(
-        fields.String(validate=validate.Length(min=1, max=255)),
+        fields.String(validate=[validate.Length(max=255), check.partition_key]),
         required=True,
         validate=validate.Length(min=1),
     )
@@ -64,6 +79,10 @@ class PartitionsSchema(_Strict):
     type = fields.String(validate=validate.OneOf(["time", "static"]))
     time = fields.Nested(TimePartitionSchema)
     static = fields.Nested(StaticPartitionSchema)
+    # Backfills of time partitions run in one run unless this caps the partitions per run.
+    max_partitions_per_run = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1)
+    )
 
     @validates_schema
     def _matching_section(self, data: dict[str, Any], **_: Any) -> None:
@@ -74,6 +93,11 @@ class PartitionsSchema(_Strict):
             raise ValidationError("required when partitions are enabled: time or static", "type")
         if kind not in data:
             raise ValidationError(f"required when type is {kind!r}", kind)
+        if kind == "static" and data.get("max_partitions_per_run") is not None:
+            raise ValidationError(
+                "only for time partitions: each static key always runs on its own",
+                "max_partitions_per_run",
+            )
 
 
 class ScheduleSchema(_Strict):
@@ -84,11 +108,20 @@ class ScheduleSchema(_Strict):
         load_default="RUNNING", validate=validate.OneOf(["RUNNING", "STOPPED"])
     )
     execution_timezone = fields.String(load_default=None, validate=check.timezone)
+    # automation: a declarative on_cron condition; schedule: a classic ScheduleDefinition.
+    mode = fields.String(load_default="automation", validate=validate.OneOf(_SCHEDULE_MODES))
 
     @validates_schema
     def _cron_required(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("enabled", True) and not data.get("cron_schedule"):
             raise ValidationError("required when the schedule is enabled", "cron_schedule")
+
+
+class AutomationSchema(_Strict):
+    """`automation: eager`, or `automation: {condition: eager, on_code_change: true}`."""
+
+    condition = fields.String(load_default=None, validate=validate.OneOf(_CONDITIONS))
+    on_code_change = fields.Boolean(load_default=False)
 
 
 class RetryPolicySchema(_Strict):
@@ -179,6 +212,7 @@ class PipelineConfigSchema(_Strict):
     )
     partitions = fields.Nested(PartitionsSchema, load_default=None)
     schedule = fields.Nested(ScheduleSchema, load_default=None)
+    automation = fields.Nested(AutomationSchema, load_default=None)
     retries = fields.Integer(load_default=None, validate=validate.Range(min=0, max=100))
     retry_delay = fields.Float(load_default=None, validate=validate.Range(min=0))
     retry_policy = fields.Nested(RetryPolicySchema, load_default=None)
@@ -190,6 +224,28 @@ class PipelineConfigSchema(_Strict):
     metadata = fields.List(fields.Nested(MetadataEntrySchema), load_default=list)
     dlt = fields.Nested(DltSchema, load_default=None)
     sling = fields.Nested(SlingSchema, load_default=None)
+
+    @pre_load
+    def _automation_shorthand(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("automation"), str):
+            return {**data, "automation": {"condition": data["automation"]}}
+        return data
+
+    @validates_schema
+    def _automation_fits_schedule(self, data: dict[str, Any], **_: Any) -> None:
+        condition = (data.get("automation") or {}).get("condition")
+        schedule = data.get("schedule") or {}
+        scheduled = bool(schedule) and schedule.get("enabled", True)
+        if condition == "on_cron" and not scheduled:
+            raise ValidationError(
+                "on_cron needs an enabled schedule with a cron_schedule", "automation.condition"
+            )
+        if condition == "on_cron" and schedule.get("mode") == "schedule":
+            raise ValidationError(
+                "on_cron and schedule.mode 'schedule' would both run the pipeline on its cron; "
+                "pick one",
+                "automation.condition",
+            )
 
     @validates_schema
     def _one_group(self, data: dict[str, Any], **_: Any) -> None:

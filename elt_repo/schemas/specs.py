@@ -28,6 +28,7 @@ class PartitionSpec:
     type: Literal["time", "static"]
     time: TimePartitionSpec | None = None
     static: StaticPartitionSpec | None = None
+    max_partitions_per_run: int | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class ScheduleSpec:
     timezone: str = "UTC"
     default_status: Literal["RUNNING", "STOPPED"] = "RUNNING"
     execution_timezone: str | None = None
+    mode: Literal["automation", "schedule"] = "automation"
+
+
+@dataclass(frozen=True)
+class AutomationSpec:
+    """Which declarative condition a pipeline's assets carry."""
+
+    condition: Literal["on_cron", "eager", "on_missing", "none"] | None = None
+    on_code_change: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,7 @@ class PipelineSpec:
     tags: Mapping[str, str] = field(default_factory=dict)
     partitions: PartitionSpec | None = None
     schedule: ScheduleSpec | None = None
+    automation: AutomationSpec | None = None
     retry: RetrySpec | None = None
     kinds: tuple[str, ...] = ()
     metadata: tuple[MetadataEntrySpec, ...] = ()

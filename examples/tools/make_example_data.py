@@ -395,12 +395,60 @@ def make_shop_sqlite(rng: random.Random) -> None:
     tmp.replace(path)
 
 
+def make_shop_events(rng: random.Random, per_day: int = 30) -> None:
+    """Write shop_events/events.sqlite: storefront events with a timestamp, for daily loads."""
+    path = PIPELINES / "shop_events" / "events.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".sqlite.tmp")
+    tmp.unlink(missing_ok=True)
+    events = []
+    day = QUARTER_START
+    while day < QUARTER_END:
+        for _ in range(rng.randint(per_day // 2, per_day * 3 // 2)):
+            ts = random_instant(rng, day, day + timedelta(days=1))
+            kind = rng.choices(["view", "cart", "purchase"], weights=[70, 20, 10])[0]
+            amount = round(rng.uniform(5.0, 120.0), 2) if kind == "purchase" else None
+            events.append(
+                (
+                    len(events) + 1,
+                    f"s{rng.randrange(10**6):06d}",
+                    kind,
+                    rng.randint(1, 50),
+                    amount,
+                    ts.strftime("%Y-%m-%d %H:%M:%S"),
+                )
+            )
+        day += timedelta(days=1)
+    con = sqlite3.connect(tmp)
+    try:
+        con.executescript(
+            """
+            CREATE TABLE events (
+                event_id INTEGER PRIMARY KEY,
+                session_id TEXT NOT NULL,
+                event_type TEXT NOT NULL,
+                product_id INTEGER NOT NULL,
+                amount REAL,
+                event_ts TEXT NOT NULL
+            );
+            CREATE INDEX events_ts ON events (event_ts);
+            """
+        )
+        con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", events)
+        con.commit()
+        con.execute("VACUUM")
+    finally:
+        con.close()
+    tmp.replace(path)
+
+
 def main() -> None:
     """Regenerate all example data files."""
     # One generator per dataset so changing one leaves the others' bytes alone.
     make_github(random.Random(f"{SEED}:github"))
     make_csv_orders(random.Random(f"{SEED}:csv_orders"))
     make_shop_sqlite(random.Random(f"{SEED}:shop_sqlite"))
+    make_shop_events(random.Random(f"{SEED}:shop_events"))
     for path in sorted(PIPELINES.rglob("*")):
         if path.is_file() and path.suffix in {".jsonl", ".csv", ".sqlite"}:
             print(f"{path.relative_to(PIPELINES)}  {path.stat().st_size:>8} bytes")

@@ -33,7 +33,10 @@ def to_utc(value: str | date | datetime) -> datetime:
 def read_window(
     path: str, start: datetime | None, end: datetime | None
 ) -> Iterator[dict[str, Any]]:
-    """Yield the rows of a JSON-lines file whose created_at is in [start, end)."""
+    """Yield the rows of a JSON-lines file whose created_at is in [start, end).
+
+    Each row gets `created_day`, the UTC day it belongs to: the partition column.
+    """
     with Path(path).open(encoding="utf-8") as f:
         for line in f:
             if not line.strip():
@@ -44,7 +47,7 @@ def read_window(
                 continue
             if end is not None and created_at >= end:
                 continue
-            yield row
+            yield {**row, "created_day": created_at.date()}
 
 
 @dlt.source
@@ -62,9 +65,13 @@ def github_source(
     if start is not None and end is not None and start >= end:
         raise ValueError(f"start_date {start.isoformat()} is not before end_date {end.isoformat()}")
 
+    # Idempotent by partition: delete-insert removes every row of the loaded days
+    # (merge_key) and of the loaded ids (primary_key) before inserting, so a rerun
+    # of a day leaves exactly that day's rows, even if some were deleted upstream.
     @dlt.resource(
-        write_disposition="merge",
+        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
         primary_key="id",
+        merge_key="created_day",
         # Declared up front: in a window where no issue is closed these are all
         # null, and dlt would otherwise leave the columns out until one is not.
         columns={
@@ -76,7 +83,11 @@ def github_source(
         """Issues, with labels unnested into the issues__labels table."""
         yield from read_window(data_file, start, end)
 
-    @dlt.resource(write_disposition="merge", primary_key="id")
+    @dlt.resource(
+        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        primary_key="id",
+        merge_key="created_day",
+    )
     def comments() -> Iterator[dict[str, Any]]:
         """Issue comments, windowed by their own created_at."""
         yield from read_window(comments_file, start, end)
