@@ -3,7 +3,8 @@
 One module-scoped deployment: a temp DAGSTER_HOME with the project's dagster.yaml, a temp
 state dir and warehouse, and a Git repo made from examples/pipelines. The tests run in order
 and each one moves the repo forward: first refresh, a materialization, a pipeline added and
-removed, and a broken dagster.yaml.
+removed, a pipeline that the automation sensor materializes by itself, and a broken
+dagster.yaml.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from tests.conftest import PipelinesRepo, git
 pytestmark = pytest.mark.e2e
 
 POLL_INTERVAL = 5
+AUTOMATION_INTERVAL = 5
 EXAMPLE_KEYS = [
     ("csv_orders", "orders"),
     ("store_sales", "daily_sales"),
@@ -129,6 +132,7 @@ def deployment(
             "ELT_AUTO_REFRESH": "true",
             "ELT_WEBSERVER_URL": url,
             "ELT_LOCATION_NAME": h.LOCATION,
+            "ELT_AUTOMATION_INTERVAL": str(AUTOMATION_INTERVAL),
             "DAGSTER_DISABLE_TELEMETRY": "1",
             "DO_NOT_TRACK": "1",
             "PYTHONUNBUFFERED": "1",
@@ -209,11 +213,10 @@ def test_first_refresh_builds_the_example_assets(deployment: Deployment) -> None
 
 def test_static_partitions_are_dynamic_partitions_on_the_instance(deployment: Deployment) -> None:
     from dagster import DagsterInstance
-    from dagster._core.instance.ref import InstanceRef
 
     dep = deployment
     expected = {"us-east", "us-west", "eu-central"}
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(dep.home))) as instance:
+    with DagsterInstance.from_config(str(dep.home)) as instance:
         keys = dep.wait(
             lambda: (lambda k: (set(k) == expected, k))(
                 instance.get_dynamic_partitions("store_sales__keys")
@@ -289,6 +292,171 @@ def test_new_pipeline_appears_and_disappears_without_restart(deployment: Deploym
     assert {p.name: p.popen.pid for p in dep.procs} == pids
     dep.check_alive()
     print(f"csv_orders_copy appeared after {appeared:.1f}s")
+
+
+AUTO_EVENTS_KEY = ("auto_events", "events")
+AUTO_EVENTS_PIPELINE = '''\
+"""One event per hour of the partition's window."""
+
+from datetime import UTC, datetime, timedelta
+
+import dlt
+
+
+def to_utc(value):
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dlt.source
+def auto_source(start_date=None, end_date=None):
+    @dlt.resource(write_disposition="merge", primary_key="id")
+    def events():
+        if start_date is None or end_date is None:
+            return
+        at, end = to_utc(start_date), to_utc(end_date)
+        while at < end:
+            yield {"id": at.isoformat(), "event_at": at}
+            at += timedelta(hours=1)
+
+    return events
+'''
+ROWS_PER_DAY = 24
+# The key needs every field down to the schedule's minute (elt_repo checks that it round-trips).
+AUTO_EVENTS_FMT = "%Y-%m-%d-%H:%M"
+# Time for the daemon to evaluate the new asset before its next daily partition appears: a
+# refresh tick (5 s), the daemon's own workspace reload (every 60 s), an automation tick (5 s).
+DAEMON_PICKUP_MARGIN = 110
+
+
+def _auto_events_config(start: date, boundary: datetime, condition: str) -> dict[str, Any]:
+    return {
+        "enabled": True,
+        "tool": "dlt",
+        "description": "Hourly events by day, materialized by the automation sensor when missing",
+        "partitions": {
+            "enabled": True,
+            "type": "time",
+            "time": {
+                "start": start.isoformat(),
+                # Daily windows that end at `boundary`'s time of day, so a new one appears
+                # while the test runs.
+                "cron_schedule": f"{boundary.minute} {boundary.hour} * * *",
+                "timezone": "UTC",
+                "fmt": AUTO_EVENTS_FMT,
+            },
+        },
+        "automation": condition,
+        "dlt": {
+            "source": "pipeline.py:auto_source",
+            "partition_args": {"start": "start_date", "end": "end_date"},
+            "dataset_name": "auto_events_data",
+        },
+    }
+
+
+def test_automation_sensor_materializes_the_missing_partition(deployment: Deployment) -> None:
+    """`automation: on_missing`: the daemon's automation sensor runs a new daily partition.
+
+    Dagster's on_missing requests only partitions that appear after its first evaluation of the
+    asset (initial_evaluation counts as handled), not those already missing then. So the daily
+    windows here end at a time of day a couple of minutes ahead: the daemon first evaluates the
+    asset while the latest complete window is the one that started two days ago, and when the
+    window that started yesterday completes, the sensor requests it with nobody launching a run.
+    """
+    import duckdb
+    from dagster import AssetKey, DagsterInstance, DagsterRunStatus
+
+    dep = deployment
+    key = AssetKey(list(AUTO_EVENTS_KEY))
+    now = datetime.now(UTC)
+    boundary = (now + timedelta(seconds=DAEMON_PICKUP_MARGIN + 60)).replace(second=0, microsecond=0)
+    window = (boundary - timedelta(days=1), boundary)
+    partition = window[0].strftime(AUTO_EVENTS_FMT)  # yesterday's window
+    start = boundary.date() - timedelta(days=3)
+    folder = dep.repo.folder("auto_events")
+    dep.repo.write(
+        "pipelines/auto_events/dagster.yaml", _auto_events_config(start, boundary, "on_missing")
+    )
+    (folder / "pipeline.py").write_text(AUTO_EVENTS_PIPELINE)
+    dep.repo.commit("add auto_events, automation: on_missing")
+    started = time.monotonic()
+    dep.wait_for_keys([AUTO_EVENTS_KEY, *EXAMPLE_KEYS], timeout=60)
+
+    with DagsterInstance.from_config(str(dep.home)) as instance:
+
+        def evaluated() -> tuple[bool, Any]:
+            records = instance.schedule_storage.get_auto_materialize_asset_evaluations(
+                key=key, limit=1
+            )
+            return bool(records), [(r.evaluation_id, r.timestamp) for r in records]
+
+        # The daemon must see the asset before `boundary`, or there is no new partition to run.
+        (evaluation,) = dep.wait(
+            evaluated,
+            timeout=(boundary - datetime.now(UTC)).total_seconds() - 5,
+            interval=2,
+            what=f"the daemon to evaluate {AUTO_EVENTS_KEY} before {boundary:%H:%M:%S} UTC",
+        )
+        picked_up = evaluation[1] - now.timestamp()
+
+        # Nobody launches a run: the daemon's automation sensor has to request it.
+        def materialized() -> tuple[bool, Any]:
+            runs = [
+                r
+                for r in instance.get_runs(limit=50)
+                if r.asset_selection and key in r.asset_selection
+            ]
+            failed = [r for r in runs if r.status == DagsterRunStatus.FAILURE]
+            if failed:
+                pytest.fail(
+                    f"run {failed[0].run_id} of {AUTO_EVENTS_KEY} failed:\n"
+                    + "\n".join(dep.gql.run_failure_events(failed[0].run_id))
+                    + "\n"
+                    + dep.logs()
+                )
+            records = instance.fetch_materializations(key, limit=20).records
+            done = {r.run_id for r in runs if r.status == DagsterRunStatus.SUCCESS}
+            for record in records:
+                if record.partition_key == partition and record.run_id in done:
+                    return True, next(r for r in runs if r.run_id == record.run_id)
+            return False, {
+                "materializations": [(r.partition_key, r.run_id) for r in records],
+                "runs": [(r.run_id, r.status.value, dict(r.tags)) for r in runs],
+            }
+
+        run = dep.wait(
+            materialized,
+            timeout=(boundary - datetime.now(UTC)).total_seconds() + 150,
+            interval=2,
+            what=f"the automation sensor to materialize {AUTO_EVENTS_KEY} partition {partition}",
+        )
+    took = time.monotonic() - started
+    # The tags the asset daemon puts on the runs it submits for a declarative-automation sensor.
+    assert run.tags.get("dagster/from_automation_condition") == "true", run.tags
+    assert run.tags.get("dagster/sensor_name") == "elt_repo_automation", run.tags
+    assert run.tags.get("dagster/partition") == partition, run.tags
+
+    def count_rows() -> tuple[bool, int]:
+        with duckdb.connect(str(dep.warehouse), read_only=True) as con:
+            (rows,) = con.execute(
+                "select count(*) from auto_events_data.events where event_at >= ? and event_at < ?",
+                list(window),
+            ).fetchone()
+        return True, rows
+
+    # A run writing the warehouse (the queue allows one per DuckDB file) may hold its lock.
+    rows = dep.wait(count_rows, timeout=30, what="a read-only connection to the warehouse")
+    assert rows == ROWS_PER_DAY, (
+        f"auto_events_data.events has {rows} rows in partition {partition}, expected {ROWS_PER_DAY}"
+    )
+    print(
+        f"auto_events: first evaluated {picked_up:.1f}s after the commit, partition {partition} "
+        f"materialized {took:.1f}s after it"
+    )
 
 
 def test_broken_config_keeps_last_good_and_shows_the_error(deployment: Deployment) -> None:

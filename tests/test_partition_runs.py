@@ -277,7 +277,10 @@ def flaky(counter: str, failures: int):
         n = int(path.read_text()) + 1 if path.exists() else 1
         path.write_text(str(n))
         if n <= failures:
-            raise ConnectionError(f"upstream unavailable (call {n})")
+            password = os.environ.get("FLAKY_DB_PASSWORD", "")
+            raise ConnectionError(
+                f"upstream unavailable (call {n}) at postgres://loader:{password}@db:5432/shop"
+            )
         yield {"succeeded_on_call": n}
     return attempts
 """
@@ -318,8 +321,9 @@ def test_a_pipeline_that_fails_twice_is_materialized_by_its_retries(
 
 
 def test_a_pipeline_that_always_fails_stops_after_its_retries_with_the_error(
-    repo: PipelinesRepo, settings_for, instance, tmp_path: Path
+    repo: PipelinesRepo, settings_for, instance, tmp_path: Path, monkeypatch
 ) -> None:
+    monkeypatch.setenv("FLAKY_DB_PASSWORD", "pw-0f-the-loader")
     counter = flaky_repo(repo, tmp_path, failures=99)
     loader = Loader(repo, settings_for(repo.url), instance)
     counter.unlink(missing_ok=True)
@@ -330,5 +334,6 @@ def test_a_pipeline_that_always_fails_stops_after_its_retries_with_the_error(
     data = failure.step_failure_data.user_failure_data
     meta = {k: v.value for k, v in data.metadata.items()}
     assert (meta["elt/attempt"], meta["elt/max_attempts"], meta["elt/pipeline"]) == (3, 3, "flaky")
-    assert "upstream unavailable (call 3)" in meta["elt/error"]
+    assert "upstream unavailable (call 3) at postgres://***@db:5432/shop" in meta["elt/error"]
     assert "flaky failed on attempt 3 of 3" in data.description
+    assert "pw-0f-the-loader" not in data.description + meta["elt/error"]

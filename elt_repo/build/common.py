@@ -24,6 +24,7 @@ from elt_repo.build.metadata import code_references, definition_metadata
 from elt_repo.build.partitions import backfill_policy, partitions_def
 from elt_repo.build.retries import retry_policy
 from elt_repo.manifest import Manifest
+from elt_repo.redact import redact
 from elt_repo.schemas import PipelineSpec
 from elt_repo.settings import Settings
 
@@ -104,7 +105,7 @@ def step_failure(context: AssetExecutionContext, pipeline: PipelineSpec, exc: Ex
     """A Failure that says which pipeline, partition and attempt failed, and how."""
     attempt = context.retry_number + 1
     attempts = (pipeline.retry.max_retries if pipeline.retry else 0) + 1
-    message = str(exc).strip() or repr(exc)
+    message = redact(str(exc).strip() or repr(exc))
     partition = ""
     if context.has_partition_key_range:
         keys = context.partition_key_range

@@ -1,0 +1,31 @@
+"""Keep secrets out of messages: URL credentials, and the values of secret-named variables."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+MASK = "***"
+_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|CREDENTIAL|PRIVATE_KEY", re.I)
+# Shorter values (say "1" or "yes") would mask ordinary words; real secrets are longer.
+_MIN_SECRET_LENGTH = 6
+
+
+def secret_values(environ: Mapping[str, str]) -> list[str]:
+    """Values of variables whose names say they are secret, longest first."""
+    values = {
+        value
+        for name, value in environ.items()
+        if _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_LENGTH
+    }
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """`text` with URL userinfo and every secret variable's value replaced by ***."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    for value in secret_values(os.environ if environ is None else environ):
+        text = text.replace(value, MASK)
+    return text
