@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT))
 from _timing import measure, report  # noqa: E402
-
 from dagster import AssetsDefinition, DagsterInstance, materialize  # noqa: E402
 
 from elt_repo.build import build_definitions  # noqa: E402
