@@ -270,18 +270,37 @@ def test_a_dlt_pipeline_outside_duckdb_gets_its_own_pool(
     assert pools["github_issues__dlt"].startswith("duckdb_warehouse_")
 
 
-def test_hourly_partitions_accept_an_iso_start(
-    tmp_path: Path, examples: dict[str, PipelineSpec]
+@pytest.mark.parametrize(
+    ("cron", "fmt", "first_keys", "count"),
+    [
+        ("0 * * * *", "%Y-%m-%d-%H:%M", ["2024-01-01-00:00", "2024-01-01-01:00"], 91 * 24),
+        ("0 0 * * *", "%Y-%m-%d", ["2024-01-01", "2024-01-02"], 91),
+        ("0 0 * * 1", "%Y-%m-%d", ["2024-01-01", "2024-01-08"], 13),
+        ("0 0 1 * *", "%Y-%m", ["2024-01", "2024-02"], 3),
+    ],
+)
+def test_hourly_daily_weekly_and_monthly_windows(
+    tmp_path: Path,
+    examples: dict[str, PipelineSpec],
+    cron: str,
+    fmt: str,
+    first_keys: list[str],
+    count: int,
 ) -> None:
+    """github_issues runs 2024-01-01 to 2024-04-01; `start` stays ISO whatever the fmt."""
     github = examples["github_issues"]
-    time = replace(
-        github.partitions.time, start="2024-01-01", cron_schedule="0 * * * *", fmt="%Y-%m-%d-%H:%M"
-    )
-    hourly = replace(github, partitions=replace(github.partitions, time=time))
-    (assets_def,) = assets_of(build(tmp_path, hourly))
+    time = replace(github.partitions.time, start="2024-01-01", cron_schedule=cron, fmt=fmt)
+    spec = replace(github, partitions=replace(github.partitions, time=time))
+    config = {
+        "partitions": {
+            "type": "time",
+            "time": {"start": "2024-01-01", "cron_schedule": cron, "fmt": fmt},
+        }
+    }
+    load_pipeline_config({**config, "dlt": {"source": "p.py:f"}}, "p/dagster.yaml")  # valid
+    (assets_def,) = assets_of(build(tmp_path, spec))
     keys = assets_def.partitions_def.get_partition_keys()
-    assert keys[:2] == ["2024-01-01-00:00", "2024-01-01-01:00"]
-    assert len(keys) == 91 * 24
+    assert (keys[:2], len(keys)) == (first_keys, count)
 
 
 # --- dynamic partitions: the one diff that refresh.py, the demo and the sensor all apply ----------
