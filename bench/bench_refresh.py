@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The sensor's cost per tick: an unchanged repo (ls-remote only) against a full refresh.
+"""The sensor's cost per tick: against `git ls-remote`, and an unchanged repo against a refresh.
 
     .venv/bin/python bench/bench_refresh.py [--repeats 7]
 
@@ -20,9 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT))
 from _timing import measure, report  # noqa: E402
+from dagster import DagsterInstance, build_sensor_context  # noqa: E402
 
 from elt_repo.example_repo import ensure_example_repo  # noqa: E402
+from elt_repo.manifest import ManifestStore  # noqa: E402
 from elt_repo.refresh import refresh  # noqa: E402
+from elt_repo.sensors import repo_sensor  # noqa: E402
 from elt_repo.settings import load_settings  # noqa: E402
 
 
@@ -37,14 +40,60 @@ def main() -> None:
         settings = load_settings(env, project_dir=ROOT)
         commit = refresh(settings).manifest.commit
 
+        def full_refresh() -> None:
+            settings.manifest_path.unlink(missing_ok=True)
+            refresh(settings)
+
         medians = measure(
             {
-                "full refresh (fetch + discover)": lambda: refresh(settings),
+                "full refresh (no manifest: fetch + discover all)": lambda: full_refresh(),
+                "refresh, same commit (fetch, every folder reused)": lambda: refresh(settings),
                 "unchanged repo (ls-remote, skip)": lambda: refresh(settings, known_commit=commit),
             },
             args.repeats,
         )
-        report("refresh of the bundled examples", medians, "full refresh (fetch + discover)")
+        report(
+            "refresh of the bundled examples",
+            medians,
+            "full refresh (no manifest: fetch + discover all)",
+        )
+
+        # The repo-polling sensor's ticks, against plain `git ls-remote` of the same remote.
+        os.environ.pop("ELT_WEBSERVER_URL", None)
+        with DagsterInstance.ephemeral() as instance:
+            sensor = repo_sensor(settings, ManifestStore(settings.manifest_path).read())
+            state = {"cursor": commit, "n": 0}
+
+            def sensor_tick() -> None:
+                context = build_sensor_context(instance=instance, cursor=state["cursor"])
+                result = sensor.evaluate_tick(context)
+                state["cursor"] = result.cursor or state["cursor"]
+
+            def commit_then_tick() -> None:
+                state["n"] += 1
+                marker = origin / "pipelines" / "csv_orders" / "bench.txt"
+                marker.write_text(f"{state['n']}\n")
+                git = ["git", "-C", str(origin)]
+                subprocess.run([*git, "add", "-A"], check=True)
+                subprocess.run([*git, "commit", "-q", "-m", f"bench {state['n']}"], check=True)
+                sensor_tick()
+
+            def ls_remote() -> None:
+                subprocess.run(
+                    ["git", "ls-remote", f"file://{origin}", "refs/heads/main"],
+                    check=True,
+                    capture_output=True,
+                )
+
+            medians = measure(
+                {
+                    "git ls-remote (same remote)": ls_remote,
+                    "sensor tick, no new commit": sensor_tick,
+                    "sensor tick, new commit (1 folder changed)": commit_then_tick,
+                },
+                args.repeats,
+            )
+        report("repo-polling sensor ticks", medians, "git ls-remote (same remote)")
 
         def python(code: str) -> None:
             subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)

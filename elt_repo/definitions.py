@@ -1,4 +1,9 @@
-"""The code location: definitions built from the cached manifest. No network, no pipeline code."""
+"""The code location: definitions built from the cached manifest. No network, no pipeline code.
+
+With no manifest cached (a fresh deployment), loading runs one refresh first, bounded by
+ELT_FIRST_LOAD_TIMEOUT. If that fails, the location still loads, with no pipelines and the
+error shown as an asset in `elt_config_errors`; the repo sensor keeps trying.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from dagster import Definitions
 
 from elt_repo.build import build_definitions
 from elt_repo.manifest import ManifestStore
+from elt_repo.refresh import first_refresh
 from elt_repo.resources import build_resources
 from elt_repo.sensors import repo_sensor
 from elt_repo.settings import load_settings
@@ -14,8 +20,10 @@ from elt_repo.tool_env import configure_process
 settings = load_settings()
 configure_process(settings)
 manifest = ManifestStore(settings.manifest_path).read()
+if manifest is None:
+    manifest = first_refresh(settings, settings.first_load_timeout)
 
 defs = Definitions.merge(
-    build_definitions(manifest, settings) if manifest else Definitions(),
+    build_definitions(manifest, settings),
     Definitions(sensors=[repo_sensor(settings, manifest)], resources=build_resources(settings)),
 )

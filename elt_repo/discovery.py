@@ -41,12 +41,23 @@ class DisabledPipeline:
 
 
 @dataclass(frozen=True)
+class FolderRecord:
+    """A pipeline folder's Git tree hash, and the errors loading it gave (none if it loaded)."""
+
+    tree: str
+    errors: tuple[ConfigError, ...] = ()
+
+
+@dataclass(frozen=True)
 class Discovery:
     """What one walk of the pipelines folder found."""
 
     pipelines: tuple[PipelineSpec, ...] = ()
     disabled: tuple[DisabledPipeline, ...] = ()
     errors: tuple[ConfigError, ...] = field(default=())
+    # Folder (relative to the repo root) -> tree hash and load errors, when trees were given.
+    folders: Mapping[str, FolderRecord] = field(default_factory=dict)
+    reused: int = 0  # folders taken from the previous manifest instead of being parsed again
 
 
 def _read_yaml(path: Path, rel: str, field_name: str) -> Any:
@@ -90,13 +101,28 @@ def _sling_streams(
 
 
 class Discoverer:
-    """Discovery of one checkout; `env` is what dlt sources see when their resources are listed."""
+    """Discovery of one checkout; `env` is what dlt sources see when their resources are listed.
 
-    def __init__(self, root: Path, pipelines_dir: str, env: Mapping[str, str], timeout: float):
+    With `trees` (folder -> Git tree hash at this commit) and `prior` (what the previous manifest
+    found per folder: its tree hash, and its spec or its errors), a folder whose tree hash has
+    not changed is taken from `prior` instead of being parsed, and its dlt source not imported.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        pipelines_dir: str,
+        env: Mapping[str, str],
+        timeout: float,
+        trees: Mapping[str, str] | None = None,
+        prior: Mapping[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] | None = None,
+    ):
         self.root = root
         self.pipelines_dir = pipelines_dir
         self.env = env
         self.timeout = timeout
+        self.trees = trees or {}
+        self.prior = prior or {}
 
     def _load(self, folder: Path) -> PipelineSpec:
         rel_folder = folder.relative_to(self.root).as_posix()
@@ -160,6 +186,13 @@ class Discoverer:
         run = DltSpec(source=f"{RUN_FILE}:run", style="run", accepts_partition_key=accepts_key)
         return replace(spec, dlt=run)
 
+    def _reusable(self, folder: Path) -> PipelineSpec | list[ConfigError] | None:
+        rel = folder.relative_to(self.root).as_posix()
+        tree, result = self.prior.get(rel, ("", ()))
+        if not tree or tree != self.trees.get(rel):
+            return None
+        return result if isinstance(result, PipelineSpec) else list(result)
+
     def _try_load(self, folder: Path) -> PipelineSpec | list[ConfigError]:
         try:
             return self._load(folder)
@@ -175,8 +208,17 @@ class Discoverer:
                 errors=(ConfigError(self.pipelines_dir, "ELT_PIPELINES_DIR", message),)
             )
         folders = list(find_pipeline_folders(base))
+        reused = [self._reusable(f) for f in folders]
+        todo = [f for f, r in zip(folders, reused, strict=True) if r is None]
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
-            loaded = list(pool.map(self._try_load, folders))
+            fresh = iter(list(pool.map(self._try_load, todo)))
+        loaded = [r if r is not None else next(fresh) for r in reused]
+        records = {}
+        for folder, result in zip(folders, loaded, strict=True):
+            rel = folder.relative_to(self.root).as_posix()
+            if rel in self.trees:
+                errors = tuple(result) if isinstance(result, list) else ()
+                records[rel] = FolderRecord(self.trees[rel], errors)
         pipelines: dict[str, PipelineSpec] = {}
         disabled: list[DisabledPipeline] = []
         errors: list[ConfigError] = []
@@ -198,11 +240,22 @@ class Discoverer:
             else:
                 pipelines[result.name] = result
         enabled = tuple(p for p in pipelines.values() if p.enabled)
-        return Discovery(pipelines=enabled, disabled=tuple(disabled), errors=tuple(errors))
+        return Discovery(
+            pipelines=enabled,
+            disabled=tuple(disabled),
+            errors=tuple(errors),
+            folders=records,
+            reused=sum(r is not None for r in reused),
+        )
 
 
 def discover(
-    root: Path, pipelines_dir: str, env: Mapping[str, str], timeout: float = 60.0
+    root: Path,
+    pipelines_dir: str,
+    env: Mapping[str, str],
+    timeout: float = 60.0,
+    trees: Mapping[str, str] | None = None,
+    prior: Mapping[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] | None = None,
 ) -> Discovery:
-    """Discover the pipelines under `root/pipelines_dir`."""
-    return Discoverer(root, pipelines_dir, env, timeout).run()
+    """Discover the pipelines under `root/pipelines_dir`, reusing unchanged folders of `prior`."""
+    return Discoverer(root, pipelines_dir, env, timeout, trees, prior).run()

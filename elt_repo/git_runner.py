@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import signal
+import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import git
@@ -13,6 +20,7 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential,
 )
 
@@ -69,6 +77,15 @@ def _detail(stderr: str) -> str:
     return (lines[-1] if lines else "git failed without a message")[:300]
 
 
+def _kill(proc: subprocess.Popen) -> None:
+    """Stop git and the helpers it started (one process group on POSIX)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if sys.platform == "win32":
+            proc.kill()
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 class _GitFailure(Exception):
     """A failed network command: its scrubbed stderr, classified."""
 
@@ -90,12 +107,33 @@ class GitRunner:
         self.ref = ref
         self.attempts = max(1, attempts)
         self.timeout = timeout
+        # A time.monotonic() by which every network command, retries included, must be done:
+        # the repo-polling sensor's tick budget. None: only `attempts` and `timeout` bound it.
+        self.deadline: float | None = None
+
+    def _remaining(self) -> float:
+        """Seconds left before the deadline (the per-command timeout when there is none)."""
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 1:
+            raise GitSourceError("ELT_REPO_URL", f"gave up on {self.remote.display}: out of time")
+        return min(self.timeout, left)
 
     def run(
-        self, *args: str, cwd: Path | None = None, timeout: float | None = LOCAL_TIMEOUT
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        timeout: float | None = LOCAL_TIMEOUT,
+        progress: Callable[[str], None] | None = None,
     ) -> tuple[int, str, str]:
-        """Run git once; return (status, stdout, scrubbed stderr)."""
+        """Run git once; return (status, stdout, scrubbed stderr).
+
+        With `progress`, each stderr line is passed to it, scrubbed, while git runs.
+        """
         command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args]
+        if progress is not None:
+            return self._stream(command, cwd, timeout, progress)
         try:
             status, out, err = git.Git(cwd).execute(
                 command,
@@ -111,6 +149,69 @@ class GitRunner:
             err = f"fatal: timed out after {timeout:g}s"
         return int(status or 0), str(out), self.remote.scrub(err)
 
+    def _stream(
+        self,
+        command: list[str],
+        cwd: Path | None,
+        timeout: float | None,
+        progress: Callable[[str], None],
+    ) -> tuple[int, str, str]:
+        """run(), reading stderr as it comes: git redraws progress with \\r, so split there too.
+
+        The stderr returned keeps each line's last state, as a terminal would show it.
+        """
+        env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **self.remote.env}  # as GitPython
+        try:
+            # A process group of its own, so a timeout also stops git's helpers (remote-https).
+            proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=sys.platform != "win32",
+            )
+        except FileNotFoundError:
+            raise GitSourceError("ELT_REPO_URL", "git is not installed") from None
+        out: list[bytes] = []
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            _kill(proc)
+
+        watchdog = threading.Timer(timeout, expire) if timeout else None
+        raw, pending = bytearray(), b""
+        try:
+            reader.start()
+            if watchdog:
+                watchdog.start()
+            while chunk := proc.stderr.read1(65536):
+                raw += chunk
+                *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+                for line in lines:
+                    if text := line.decode(errors="replace").strip():
+                        progress(self.remote.scrub(text))
+            if text := pending.decode(errors="replace").strip():
+                progress(self.remote.scrub(text))
+            status = proc.wait()
+        finally:
+            if watchdog:
+                watchdog.cancel()
+            if proc.poll() is None:  # the callback raised, or we were interrupted
+                _kill(proc)
+                proc.wait()
+            reader.join()
+        stdout = b"".join(out).decode(errors="replace")
+        if status != 0 and timed_out.is_set():
+            return status, stdout, f"fatal: timed out after {timeout:g}s"
+        rows = raw.decode(errors="replace").split("\n")
+        shown = (row.rstrip("\r").rsplit("\r", 1)[-1] for row in rows)
+        err = "\n".join(line.rstrip() for line in shown if line.strip())
+        return status, stdout, self.remote.scrub(err)
+
     def local(self, *args: str, cwd: Path | None = None) -> str:
         """Run a git command that does not touch the network; fail on a non-zero exit."""
         status, out, err = self.run(*args, cwd=cwd)
@@ -125,18 +226,22 @@ class GitRunner:
         if local is not None and not local.exists():
             raise GitSourceError("ELT_REPO_URL", f"local path {local} does not exist")
 
-    def network(self, *args: str, cwd: Path | None = None) -> str:
+    def network(
+        self, *args: str, cwd: Path | None = None, progress: Callable[[str], None] | None = None
+    ) -> str:
         """Run a command that talks to the remote, retrying only failures that may pass."""
         self.check_local()
 
         def attempt() -> str:
-            status, out, err = self.run(*args, cwd=cwd, timeout=self.timeout)
+            status, out, err = self.run(
+                *args, cwd=cwd, timeout=self._remaining(), progress=progress
+            )
             if status != 0:
                 raise _GitFailure(err)
             return out
 
         retrying = Retrying(
-            stop=stop_after_attempt(self.attempts),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self._remaining()),
             wait=wait_exponential(multiplier=0.5, max=5),
             retry=retry_if_exception(
                 lambda e: isinstance(e, _GitFailure) and e.kind == "transient"

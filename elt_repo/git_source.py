@@ -8,7 +8,9 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ __all__ = [
     "Checkout",
     "GitSource",
     "GitSourceError",
+    "fetch_progress",
     "redact_url",
     "validate_ref",
     "validate_url",
@@ -38,6 +41,18 @@ logger = logging.getLogger(__name__)
 _SHA = re.compile(r"[0-9a-f]{40}")
 _HEX = re.compile(r"[0-9a-f]{7,40}")
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+# Set by fetch_progress() for syncs whose GitSource someone else builds (refresh() for refresh.py).
+_progress: ContextVar[Callable[[str], None] | None] = ContextVar("elt_fetch_progress", default=None)
+
+
+@contextlib.contextmanager
+def fetch_progress(callback: Callable[[str], None] | None) -> Iterator[None]:
+    """Within the block, every sync() in this context streams git's fetch progress to `callback`."""
+    token = _progress.set(callback)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
 
 
 @dataclass(frozen=True)
@@ -61,14 +76,20 @@ class GitSource:
         attempts: int = 3,
         keep_worktrees: int = 5,
         timeout: float = 120.0,
+        grace: float = 3600.0,
     ) -> None:
         validate_url(url)
         validate_ref(ref)
         self.ref = ref
         self.state_dir = Path(state_dir).absolute()
         self.keep_worktrees = max(0, keep_worktrees)
+        self.grace = max(0.0, grace)
         self._git = GitRunner(parse_url(url, token), ref, attempts, timeout)
         self.url = self._git.remote.display  # redacted: safe to log and show
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """Bound every network command, retries included, by a time.monotonic() deadline."""
+        self._git.deadline = deadline
 
     def remote_commit(self) -> str | None:
         """Cheap 'anything new?': ls-remote the ref; None when the ref is a raw sha."""
@@ -95,11 +116,17 @@ class GitSource:
             raise self._git.empty()
         raise self._git.ref_not_found()
 
-    def sync(self, keep: Iterable[str] = ()) -> Checkout:
+    def sync(
+        self, keep: Iterable[str] = (), progress: Callable[[str], None] | None = None
+    ) -> Checkout:
         """Fetch into a bare mirror, resolve ref, make the per-commit worktree, swap `current`.
 
-        Worktrees of the commits in `keep` (those the manifest still runs) are never pruned.
+        Worktrees of the commits in `keep` (those the manifest still runs, and those queued or
+        running runs are pinned to) are never pruned, nor the newest `keep_worktrees`, nor any
+        used within the last `grace` seconds. `progress` (default: the one fetch_progress() set)
+        gets each line of the fetch's progress, scrubbed of credentials.
         """
+        progress = progress or _progress.get()
         self._git.check_local()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
@@ -115,10 +142,12 @@ class GitSource:
                 "--prune",
                 "--force",
                 "--no-write-fetch-head",
+                *(["--progress"] if progress else []),
                 "--",
                 self._git.remote.git_url,
                 *refspecs,
                 cwd=mirror,
+                progress=progress,
             )
             commit = self._resolve(mirror)
             path = self._checkout(mirror, commit)
@@ -220,7 +249,12 @@ class GitSource:
             if _SHA.fullmatch(p.name) and p.is_dir()
         ]
         trees.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
-        stale = [p for p in trees[self.keep_worktrees :] if p.name not in keep]
+        cutoff = time.time() - self.grace
+        stale = [
+            p
+            for p in trees[self.keep_worktrees :]
+            if p.name not in keep and p.stat().st_mtime < cutoff
+        ]
         for path in stale:
             logger.info("Removing old worktree %s", path)
             shutil.rmtree(path, ignore_errors=True)

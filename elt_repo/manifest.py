@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,11 +15,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from elt_repo.discovery import DisabledPipeline
+from elt_repo.discovery import DisabledPipeline, FolderRecord
 from elt_repo.schemas import ConfigError, PipelineSpec, spec_from_dict, spec_to_dict
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+# Bump when discovery would find something different in an unchanged folder: a manifest written
+# by another version is never reused folder by folder.
+DISCOVERY_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,22 @@ class Manifest:
     errors: tuple[ConfigError, ...] = ()
     # pipeline name -> commit its spec was built from, when older than `commit` (kept last good)
     pinned: dict[str, str] = field(default_factory=dict)
+    # Every pipeline folder's tree hash and load errors: what incremental discovery reuses.
+    folders: dict[str, FolderRecord] = field(default_factory=dict)
+    discovery_version: int = DISCOVERY_VERSION
+
+    def prior(self) -> dict[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]]:
+        """Per folder, what discovery may reuse while its tree hash is unchanged."""
+        if self.discovery_version != DISCOVERY_VERSION:
+            return {}
+        specs = {p.folder: p for p in self.pipelines if p.name not in self.pinned}
+        prior: dict[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] = {}
+        for folder, record in self.folders.items():
+            if record.errors:
+                prior[folder] = (record.tree, record.errors)
+            elif folder in specs:
+                prior[folder] = (record.tree, specs[folder])
+        return prior
 
     def commit_for(self, pipeline: PipelineSpec) -> str | None:
         """The commit whose worktree a pipeline's runs use."""
@@ -65,6 +84,11 @@ class Manifest:
             "disabled": [{"name": d.name, "path": d.path} for d in self.disabled],
             "errors": [e.to_dict() for e in self.errors],
             "pinned": dict(self.pinned),
+            "folders": {
+                folder: {"tree": r.tree, "errors": [e.to_dict() for e in r.errors]}
+                for folder, r in self.folders.items()
+            },
+            "discovery_version": self.discovery_version,
         }
 
     @classmethod
@@ -81,6 +105,11 @@ class Manifest:
             disabled=tuple(DisabledPipeline(**d) for d in data["disabled"]),
             errors=tuple(ConfigError(**e) for e in data["errors"]),
             pinned=dict(data.get("pinned", {})),
+            folders={
+                folder: FolderRecord(r["tree"], tuple(ConfigError(**e) for e in r["errors"]))
+                for folder, r in data.get("folders", {}).items()
+            },
+            discovery_version=data.get("discovery_version", 0),
         )
 
 
@@ -91,6 +120,8 @@ class ManifestStore:
         self.path = path
         self.previous_path = path.with_name(path.stem + ".previous.json")
         self.lock_path = path.with_name(path.name + ".lock")
+        # One copy per commit, so a run pinned to a commit finds the specs it was launched with.
+        self.by_commit_dir = path.with_name("manifests")
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -116,14 +147,43 @@ class ManifestStore:
         """The current manifest, or the previous good one if the current cannot be read."""
         return self._read(self.path) or self._read(self.previous_path)
 
+    def read_at(self, commit: str) -> Manifest | None:
+        """The manifest that was current at `commit`, if it is still kept."""
+        return self._read(self.by_commit_dir / f"{commit}.json")
+
     def write(self, manifest: Manifest) -> None:
-        """Write atomically (temp file + rename); call inside `lock()`."""
+        """Write atomically (temp file + rename); call inside `lock()`.
+
+        A write that fails (a full disk, a crash) leaves the current manifest as it was.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(manifest.to_dict(), indent=2, sort_keys=True)
+        if manifest.commit:
+            self.by_commit_dir.mkdir(exist_ok=True)
+            _write_atomic(self.by_commit_dir / f"{manifest.commit}.json", text)
         if self._read(self.path) is not None:
-            shutil.copyfile(self.path, self.previous_path)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".manifest.", suffix=".tmp")
+            _write_atomic(self.previous_path, self.path.read_text())
+        _write_atomic(self.path, text)
+
+    def prune(self, keep: set[str]) -> None:
+        """Drop the per-commit copies of commits no longer kept (their worktrees are gone)."""
+        if not self.by_commit_dir.is_dir():
+            return
+        for path in self.by_commit_dir.glob("*.json"):
+            if path.stem not in keep:
+                path.unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write to a temp file beside `path`, fsync, rename over it; clean up on any failure."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
         with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

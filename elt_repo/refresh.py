@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+
+import git
 
 from elt_repo.discovery import Discovery, discover
 from elt_repo.example_repo import ensure_example_repo
 from elt_repo.git_source import GitSource, GitSourceError, redact_url
 from elt_repo.manifest import Manifest, ManifestStore
+from elt_repo.redact import redact
 from elt_repo.schemas import ConfigError
 from elt_repo.settings import Settings
 from elt_repo.tool_env import configure_process
@@ -28,6 +35,7 @@ class RefreshResult:
     changed: bool
     skipped: bool = False
     error: ConfigError | None = None
+    reused: int = 0  # pipeline folders whose tree hash was unchanged, so not parsed again
 
 
 def _now() -> str:
@@ -48,7 +56,18 @@ def git_source(settings: Settings) -> GitSource:
         settings.repo_branch,
         settings.repo_state_dir,
         token=settings.github_token,
+        grace=settings.worktree_grace,
     )
+
+
+def folder_trees(checkout: Path, pipelines_dir: str) -> dict[str, str]:
+    """Every folder under `pipelines_dir` at the checkout's HEAD -> its Git tree hash."""
+    out = git.Repo(checkout).git.ls_tree("-r", "-d", "-z", "HEAD", "--", pipelines_dir)
+    trees = {}
+    for entry in filter(None, out.split("\0")):
+        meta, _, path = entry.partition("\t")
+        trees[path] = meta.split()[2]
+    return trees
 
 
 def keep_last_good(
@@ -69,24 +88,46 @@ def keep_last_good(
     return replace(discovery, pipelines=discovery.pipelines + tuple(kept)), pinned
 
 
-def _build_manifest(
-    settings: Settings, commit: str, discovery: Discovery, pinned: dict[str, str]
-) -> Manifest:
+def _new_manifest(settings: Settings, commit: str | None, **found: Any) -> Manifest:
+    """A manifest of this repo and branch, discovered now."""
     return Manifest(
         commit=commit,
         branch=settings.repo_branch,
         url=display_url(settings),
         pipelines_dir=settings.pipelines_dir,
         discovered_at=_now(),
+        **found,
+    )
+
+
+def _build_manifest(
+    settings: Settings, commit: str, discovery: Discovery, pinned: dict[str, str]
+) -> Manifest:
+    """The manifest for a discovery of `commit`."""
+    return _new_manifest(
+        settings,
+        commit,
         pipelines=discovery.pipelines,
         disabled=discovery.disabled,
         errors=discovery.errors,
         pinned=pinned,
+        folders=dict(discovery.folders),
     )
 
 
-def refresh(settings: Settings, *, known_commit: str | None = None) -> RefreshResult:
-    """Fetch, discover and store a new manifest; skip cheaply when the remote is at `known_commit`."""
+def refresh(
+    settings: Settings,
+    *,
+    known_commit: str | None = None,
+    keep: Iterable[str] = (),
+    deadline: float | None = None,
+) -> RefreshResult:
+    """Fetch, discover and store a new manifest; skip cheaply when the remote is at `known_commit`.
+
+    `keep`: commits that queued or running runs are pinned to; their worktrees stay.
+    `deadline`: a time.monotonic() by which git must be done, retries included (a sensor tick).
+    Only folders whose Git tree hash changed since the previous manifest are parsed again.
+    """
     configure_process(settings)
     store = ManifestStore(settings.manifest_path)
     with store.lock():
@@ -95,6 +136,7 @@ def refresh(settings: Settings, *, known_commit: str | None = None) -> RefreshRe
             if settings.uses_example_repo:
                 ensure_example_repo(settings.example_repo_dir, settings.pipelines_dir)
             source = git_source(settings)
+            source.set_deadline(deadline)
             # A manifest still carrying a failed fetch is refreshed even at the same commit.
             fetch_failed = previous is not None and any(
                 e.path == display_url(settings) for e in previous.errors
@@ -102,28 +144,64 @@ def refresh(settings: Settings, *, known_commit: str | None = None) -> RefreshRe
             unchanged = known_commit and previous and not fetch_failed
             if unchanged and source.remote_commit() == known_commit:
                 return RefreshResult(previous, previous, changed=False, skipped=True)
-            checkout = source.sync(keep=previous.commits_in_use() if previous else ())
+            in_use = previous.commits_in_use() if previous else set()
+            checkout = source.sync(keep={*in_use, *keep})
+            trees = folder_trees(checkout.path, settings.pipelines_dir)
         except GitSourceError as exc:
             error = ConfigError(display_url(settings), exc.field, exc.message)
             log.error("refresh failed: %s", error)
-            kept = previous or Manifest(
-                commit=None,
-                branch=settings.repo_branch,
-                url=display_url(settings),
-                pipelines_dir=settings.pipelines_dir,
-                discovered_at=_now(),
-            )
+            kept = previous or _new_manifest(settings, None)
             manifest = kept.with_errors((error, *(e for e in kept.errors if e.path != error.path)))
             store.write(manifest)
             return RefreshResult(manifest, previous, changed=False, error=error)
         discovery = discover(
-            checkout.path, settings.pipelines_dir, dict(os.environ), settings.discovery_timeout
+            checkout.path,
+            settings.pipelines_dir,
+            dict(os.environ),
+            settings.discovery_timeout,
+            trees=trees,
+            prior=previous.prior() if previous else None,
         )
         discovery, pinned = keep_last_good(discovery, previous)
         manifest = _build_manifest(settings, checkout.commit, discovery, pinned)
         store.write(manifest)
+        store.prune({p.name for p in (settings.repo_state_dir / "worktrees").iterdir()})
         changed = previous is None or previous.fingerprint() != manifest.fingerprint()
-        return RefreshResult(manifest, previous, changed=changed)
+        return RefreshResult(manifest, previous, changed=changed, reused=discovery.reused)
+
+
+def first_refresh(settings: Settings, timeout: float) -> Manifest:
+    """The manifest for a first load with none cached: one refresh, bounded by `timeout`.
+
+    Never raises. A refresh that fails or takes too long gives a manifest with no pipelines and
+    the error, so the code location still loads and shows it; the repo sensor keeps trying.
+    """
+    outcome: list[RefreshResult | BaseException] = []
+
+    def _run() -> None:
+        try:
+            outcome.append(refresh(settings, deadline=time.monotonic() + timeout))
+        except BaseException as exc:  # reported below, never raised at load
+            outcome.append(exc)
+
+    worker = threading.Thread(target=_run, name="elt-first-refresh", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if outcome and isinstance(outcome[0], RefreshResult):
+        return outcome[0].manifest
+    if outcome:
+        message = f"first refresh failed: {type(outcome[0]).__name__}: {outcome[0]}"
+        field = "ELT_REPO_URL"
+    else:
+        message = (
+            f"first refresh did not finish within {timeout:g}s; the code location loaded "
+            "without pipelines and the repo sensor keeps trying"
+        )
+        field = "ELT_FIRST_LOAD_TIMEOUT"
+    log.error(message)
+    return _new_manifest(
+        settings, None, errors=(ConfigError(display_url(settings), field, redact(message)),)
+    )
 
 
 def validate_folder(folder: Path, pipelines_dir: str, settings: Settings) -> Discovery:

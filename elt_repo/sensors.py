@@ -6,11 +6,13 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+import time
+from pathlib import Path
 
 from dagster import (
+    DagsterRunStatus,
     DefaultSensorStatus,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -18,60 +20,128 @@ from dagster import (
     sensor,
 )
 
+from elt_repo.build.common import COMMIT_TAG
 from elt_repo.build.partitions import dynamic_partition_requests
+from elt_repo.git_urls import redact_url
 from elt_repo.manifest import Manifest
+from elt_repo.redact import redact
 from elt_repo.refresh import refresh
+from elt_repo.reload import reload_location
 from elt_repo.settings import Settings
 
 log = logging.getLogger(__name__)
-SENSOR_NAME = "elt_repo_refresh"
+SENSOR_NAME = "elt_repo_poll"
+# Dagster gives a sensor tick 60 seconds; git, retries included, must be done well before.
+TICK_BUDGET_SECONDS = 40.0
+# A reload asked for and not yet seen (the webserver was down, say) is asked for again after this.
+RELOAD_RETRY_SECONDS = 120.0
+_ACTIVE = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
+
+
+class RefreshFailed(Exception):
+    """The repo could not be refreshed; the message is redacted and the last good state kept."""
+
+
+def webserver_url() -> str | None:
+    """Where reloads are asked for: ELT_WEBSERVER_URL, or None when it is not configured."""
+    return os.environ.get("ELT_WEBSERVER_URL") or None
+
+
+def location_name() -> str:
+    return os.environ.get("ELT_LOCATION_NAME", "elt_repo")
 
 
 def request_reload(location: str, url: str) -> None:
-    """Ask the webserver to reload this code location, off the sensor's thread."""
+    """Ask for a reload off the sensor's thread: a slow webserver never delays the tick."""
 
     def _reload() -> None:
-        try:
-            from dagster_graphql import DagsterGraphQLClient
-
-            parts = urlsplit(url)
-            client = DagsterGraphQLClient(
-                parts.hostname or "127.0.0.1",
-                port_number=parts.port,
-                use_https=parts.scheme == "https",
-                path_prefix=parts.path.rstrip("/"),
-                timeout=30,
+        failure = reload_location(url, location, timeout=30)
+        if failure:  # a missing webserver only delays the new assets; the next change asks again
+            log.warning(
+                "could not reload code location %s at %s: %s",
+                location,
+                redact_url(url),
+                redact(failure),
             )
-            client.reload_repository_location(location)
-        except Exception as exc:  # a missing webserver only delays the new assets
-            log.warning("could not reload code location %s at %s: %s", location, url, exc)
 
     threading.Thread(target=_reload, name="elt-reload", daemon=True).start()
 
 
-@dataclass(frozen=True)
-class Cursor:
-    """The commit last refreshed, and the manifest fingerprint a reload was last asked for."""
-
-    commit: str | None = None
-    fingerprint: str | None = None
-
-    @classmethod
-    def parse(cls, raw: str | None) -> Cursor | None:
-        if not raw:
-            return None
+def parse_cursor(raw: str | None) -> str | None:
+    """The cursor is the last refreshed commit; older cursors were JSON with a `commit` key."""
+    if not raw:
+        return None
+    if raw.startswith("{"):
         try:
-            return cls(**json.loads(raw))
-        except (ValueError, TypeError):
-            return cls(commit=raw)  # a bare commit sha
+            return json.loads(raw).get("commit")
+        except ValueError:
+            return None
+    return raw
 
-    def dump(self) -> str:
-        return json.dumps({"commit": self.commit, "fingerprint": self.fingerprint})
+
+def commits_of_active_runs(context: SensorEvaluationContext) -> set[str]:
+    """Commits that queued or running runs are pinned to: their worktrees must stay."""
+    runs = context.instance.get_runs(RunsFilter(statuses=_ACTIVE), limit=1000)
+    return {run.tags[COMMIT_TAG] for run in runs if run.tags.get(COMMIT_TAG)}
+
+
+class ReloadTracker:
+    """Remembers, across processes, which manifest a reload was last asked for, and when."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def due(self, fingerprint: str) -> bool:
+        try:
+            last = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return True
+        if last.get("fingerprint") != fingerprint:
+            return True
+        return time.time() - float(last.get("at", 0)) > RELOAD_RETRY_SECONDS
+
+    def asked(self, fingerprint: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"fingerprint": fingerprint, "at": time.time()}))
+        os.replace(tmp, self.path)
+
+
+def _reload_note(manifest: Manifest, loaded: Manifest | None, tracker: ReloadTracker) -> str:
+    """Ask for a reload when the definitions serve an older manifest; say what happened."""
+    fingerprint = manifest.fingerprint()
+    if loaded is not None and loaded.fingerprint() == fingerprint:
+        return ""
+    url = webserver_url()
+    if url is None:
+        return (
+            "; reload needed: the code location still serves "
+            f"{(loaded.commit or 'no commit')[:12] if loaded else 'no manifest'} "
+            "(set ELT_WEBSERVER_URL, or reload the location in the UI)"
+        )
+    if not tracker.due(fingerprint):
+        return "; reload already requested"
+    request_reload(location_name(), url)
+    tracker.asked(fingerprint)
+    return f"; reloading {location_name()} at {redact_url(url)}"
 
 
 def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition:
-    """Polls the pipelines repo every ELT_POLL_INTERVAL seconds."""
-    loaded_fingerprint = loaded.fingerprint() if loaded else ""
+    """Polls the pipelines repo every ELT_POLL_INTERVAL seconds.
+
+    A tick with no new commit runs one `git ls-remote` and skips. A tick with a new commit
+    fetches, re-discovers the changed pipeline folders, writes the manifest, returns the dynamic
+    partition changes and asks the webserver to reload the code location. The cursor is the
+    last refreshed commit. A failed refresh fails the tick with a redacted message; the previous
+    manifest and all its assets stay, and the next tick tries again.
+    """
+    tracker = ReloadTracker(settings.state_dir / "reload.json")
 
     @sensor(
         name=SENSOR_NAME,
@@ -79,42 +149,39 @@ def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition
         default_status=DefaultSensorStatus.RUNNING
         if settings.auto_refresh
         else DefaultSensorStatus.STOPPED,
-        description="Pulls new commits of the pipelines repo and refreshes the manifest.",
+        description="Pulls new commits of the pipelines repo, refreshes the manifest, and "
+        "reloads the code location.",
     )
     def _sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-        cursor = Cursor.parse(context.cursor)
-        result = refresh(settings, known_commit=cursor.commit if cursor else None)
+        known = parse_cursor(context.cursor)
+        result = refresh(
+            settings,
+            known_commit=known,
+            keep=commits_of_active_runs(context),
+            deadline=time.monotonic() + TICK_BUDGET_SECONDS,
+        )
         manifest = result.manifest
-        for error in manifest.errors:
-            context.log.warning(str(error))
-        requests = dynamic_partition_requests(manifest, context.instance)
-        # Each process evaluating the sensor loaded its own definitions; the cursor remembers the
-        # last manifest a reload was asked for, so one change asks for one reload.
-        reloaded = cursor.fingerprint if cursor and cursor.fingerprint else loaded_fingerprint
-        fingerprint = manifest.fingerprint()
-        reload = fingerprint != reloaded
-        if reload:
-            request_reload(
-                os.environ.get("ELT_LOCATION_NAME", "elt_repo"),
-                os.environ.get("ELT_WEBSERVER_URL", "http://127.0.0.1:3000"),
-            )
+        note = _reload_note(manifest, loaded, tracker)
         if result.error is not None:
-            summary = f"refresh failed: {result.error}"
-        elif result.skipped and not reload:
-            summary = f"no new commit ({manifest.commit})"
-        else:
-            summary = (
-                f"{manifest.commit}: {len(manifest.pipelines)} pipelines, "
-                f"{len(manifest.errors)} errors{'; reloading' if reload else ''}"
+            raise RefreshFailed(
+                redact(f"refresh failed, keeping {manifest.commit or 'nothing'}: {result.error}")
+                + note
             )
+        commit = manifest.commit or ""
+        if result.skipped:
+            return SkipReason(f"no new commit: {settings.repo_branch} is at {commit}{note}")
+        for error in manifest.errors:
+            context.log.warning(redact(str(error)))
+        requests = dynamic_partition_requests(manifest, context.instance, result.previous)
+        summary = (
+            f"{commit}: {len(manifest.pipelines)} pipelines, {len(manifest.errors)} errors, "
+            f"{result.reused} folders unchanged{note}"
+        )
         context.log.info(summary)
         return SensorResult(
             dynamic_partitions_requests=requests,
-            cursor=Cursor(
-                commit=manifest.commit or (cursor.commit if cursor else None),
-                fingerprint=fingerprint,
-            ).dump(),
-            skip_reason=None if requests else SkipReason(summary),
+            cursor=commit or known,
+            skip_reason=SkipReason(summary),  # no runs: the summary is what the tick shows
         )
 
     return _sensor

@@ -83,6 +83,8 @@ class _EltYamlSchema(Schema):
     auto_refresh = fields.Boolean()
     poll_interval = fields.Integer(validate=validate.Range(min=5))
     automation_interval = fields.Integer(validate=validate.Range(min=5))
+    worktree_grace = fields.Integer(validate=validate.Range(min=0))
+    first_load_timeout = fields.Float(validate=validate.Range(min=1))
     state_dir = fields.String()
     warehouse = fields.String()
     discovery_timeout = fields.Float(validate=validate.Range(min=1))
@@ -103,6 +105,10 @@ class Settings:
     warehouse: Path
     discovery_timeout: float = 60.0
     automation_interval: int = 30
+    # A worktree unused for this long, and pinned by no queued or running run, may be removed.
+    worktree_grace: int = 3600
+    # With no manifest cached, loading the definitions refreshes once, for at most this long.
+    first_load_timeout: float = 45.0
     # Raw connection configs; `${VAR}` stays unresolved until a run needs it.
     connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     github_token: str | None = field(default=None, repr=False, compare=False)
@@ -199,6 +205,8 @@ def load_settings(
     poll = get("ELT_POLL_INTERVAL", "poll_interval", 60)
     timeout = get("ELT_DISCOVERY_TIMEOUT", "discovery_timeout", 60.0)
     automation = get("ELT_AUTOMATION_INTERVAL", "automation_interval", 30)
+    grace = get("ELT_WORKTREE_GRACE", "worktree_grace", 3600)
+    first_load = get("ELT_FIRST_LOAD_TIMEOUT", "first_load_timeout", 45.0)
     return Settings(
         project_dir=project_dir,
         repo_url=interpolate(str(get("ELT_REPO_URL", "repo_url", EXAMPLE_REPO_URL)), env),
@@ -212,6 +220,8 @@ def load_settings(
         warehouse=path("ELT_WAREHOUSE", "warehouse", "data/warehouse.duckdb"),
         discovery_timeout=_number("ELT_DISCOVERY_TIMEOUT", str(timeout), float, 1),
         automation_interval=_number("ELT_AUTOMATION_INTERVAL", str(automation), int, 5),
+        worktree_grace=_number("ELT_WORKTREE_GRACE", str(grace), int, 0),
+        first_load_timeout=_number("ELT_FIRST_LOAD_TIMEOUT", str(first_load), float, 1),
         connections=conf.get("connections", {}),
         github_token=env.get("GITHUB_TOKEN") or None,
     )

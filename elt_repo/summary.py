@@ -39,4 +39,14 @@ def render(summary: dict[str, Any]) -> str:
     lines.append(f"disabled:  {', '.join(summary['disabled']) or 'none'}")
     lines.append(f"errors:    {len(summary['errors'])}")
     lines.extend(f"  {e['path']}: {e['field']}: {e['message']}" for e in summary["errors"])
+    if "partitions" in summary:  # refresh.py --sync-partitions
+        changes = [
+            f"{name} +{len(change['added'])} -{len(change['removed'])}"
+            for name, change in summary["partitions"].items()
+        ]
+        lines.append(f"partitions: {', '.join(changes) or 'unchanged'}")
+    if "reload" in summary:  # refresh.py --reload
+        reload = summary["reload"]
+        outcome = f"failed: {reload['error']}" if reload["error"] else "done"
+        lines.append(f"reload:    {reload['location']} at {reload['url']}: {outcome}")
     return "\n".join(lines)

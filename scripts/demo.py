@@ -45,7 +45,8 @@ def main() -> int:
         print(f"  {f'{schema}.{table}':<{width}}  {count:>7,}")
     print(f"\nDone in {time.monotonic() - started:.1f}s.")
     print(
-        f"Open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml"
+        f"Open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
+        "ELT_WEBSERVER_URL=http://127.0.0.1:3000 .venv/bin/dagster dev -w workspace.yaml"
     )
     print("then visit http://127.0.0.1:3000 (the same assets, each materializable from there).")
     return 0 if all(o.success for o in outcomes) else 1

@@ -338,3 +338,9 @@ def test_dynamic_partition_diff_adds_removes_and_keeps(examples: dict[str, Pipel
         assert sorted(instance.get_dynamic_partitions("store_sales__keys")) == ["b", "c"]
         unchanged = dynamic_partition_requests(build_manifest(with_keys(sales, "b", "c")), instance)
         assert unchanged == []
+        retired = dynamic_partition_requests(
+            build_manifest(), instance, previous=build_manifest(with_keys(sales, "b", "c"))
+        )
+        assert [(type(r).__name__, list(r.partition_keys)) for r in retired] == [
+            ("DeleteDynamicPartitionsRequest", ["b", "c"])
+        ]

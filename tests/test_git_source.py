@@ -248,7 +248,7 @@ def test_force_push_that_rewrites_history_gets_a_new_worktree(tmp_path: Path, st
 def test_sync_keeps_only_the_newest_worktrees_and_current(
     upstream: Upstream, state: Path, keep: int
 ) -> None:
-    source = GitSource(str(upstream.path), "main", state, keep_worktrees=keep)
+    source = GitSource(str(upstream.path), "main", state, keep_worktrees=keep, grace=0)
     commits = [source.sync().commit]
     for _ in range(3):
         upstream.commit()
@@ -260,6 +260,24 @@ def test_sync_keeps_only_the_newest_worktrees_and_current(
         ["git", "-C", str(state / "mirror.git"), "worktree", "list"], text=True
     )
     assert all(sha[:7] not in listed for sha in commits[: -len(expected)])
+
+
+def test_worktrees_recent_or_pinned_by_a_run_survive_pruning(
+    upstream: Upstream, state: Path
+) -> None:
+    source = GitSource(str(upstream.path), "main", state, keep_worktrees=0, grace=3600)
+    first = source.sync().commit
+    upstream.commit()
+    source.sync()
+    assert source.worktree(first).is_dir()  # used within the grace period
+    an_hour_and_more_ago = time.time() - 3700
+    os.utime(source.worktree(first), (an_hour_and_more_ago, an_hour_and_more_ago))
+    upstream.commit()
+    source.sync(keep={first})
+    assert source.worktree(first).is_dir()  # old, but a queued or running run is pinned to it
+    upstream.commit()
+    source.sync()
+    assert not source.worktree(first).exists()  # old and unused: removed
 
 
 def test_current_is_none_when_its_worktree_is_gone(upstream: Upstream, state: Path) -> None:

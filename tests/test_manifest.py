@@ -101,4 +101,43 @@ def test_no_temp_files_left_and_readers_never_see_partial_writes(tmp_path: Path)
         "manifest.json",
         "manifest.json.lock",
         "manifest.previous.json",
+        "manifests",
     ]
+    assert sorted(p.name for p in (tmp_path / "manifests").iterdir()) == [
+        f"{i:040x}.json" for i in range(30)
+    ] + ["a" * 40 + ".json"]
+
+
+FULL_DISK_WRITER = """
+import resource, signal, sys
+from pathlib import Path
+from elt_repo.manifest import ManifestStore
+from tests.test_manifest import manifest
+store = ManifestStore(Path(sys.argv[1]))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail with EFBIG, as a full disk fails a write
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    with store.lock():
+        store.write(manifest("b" * 40, *[f"pipeline_{i}" for i in range(200)]))
+except OSError as exc:
+    print(exc.errno)
+"""
+
+
+def test_a_write_that_fails_never_replaces_the_good_manifest(tmp_path: Path) -> None:
+    """The OS refuses the write part-way (a file-size limit, like a full disk)."""
+    store = ManifestStore(tmp_path / "manifest.json")
+    good = manifest("a" * 40, "one")
+    with store.lock():
+        store.write(good)
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_WRITER, str(store.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    ).stdout
+    assert out.strip() == "27"  # EFBIG: the write really failed
+    assert Manifest.from_dict(json.loads(store.path.read_text())) == good  # the file itself
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []

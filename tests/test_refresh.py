@@ -194,3 +194,53 @@ def test_token_never_reaches_the_manifest(repo: PipelinesRepo, settings_for) -> 
     for path in settings.state_dir.rglob("*"):
         if path.is_file():
             assert b"ghp_TOPSECRET_42" not in path.read_bytes(), path
+
+
+LOGGED_DLT = """
+import os
+import dlt
+
+with open(os.environ["IMPORT_LOG"], "a") as log:
+    log.write(os.path.basename(os.path.dirname(os.path.abspath(__file__))) + "\\n")
+
+@dlt.resource
+def rows():
+    yield {"n": 1}
+
+@dlt.source
+def src():
+    return rows
+"""
+
+
+def test_only_folders_whose_tree_changed_are_parsed_again(
+    repo: PipelinesRepo, settings_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "imports.log"
+    monkeypatch.setenv("IMPORT_LOG", str(log))
+    for name in ("alpha", "beta"):
+        repo.write(f"pipelines/{name}/pipeline.py", LOGGED_DLT)
+        repo.write(f"pipelines/{name}/dagster.yaml", {"dlt": {"source": "pipeline.py:src"}})
+    add_sling(repo, "gamma")
+    repo.write("pipelines/broken/dagster.yaml", {"retries": "lots", "tool": "sling"})
+    repo.commit("four pipelines")
+    settings = settings_for(repo.url)
+    first = refresh(settings)
+    assert sorted(log.read_text().split()) == ["alpha", "beta"] and first.reused == 0
+    (error,) = first.manifest.errors
+
+    repo.write("pipelines/alpha/dagster.yaml", {"dlt": {"source": "pipeline.py:src"}, "retries": 2})
+    repo.write("README.md", "outside the pipelines folder\n")
+    repo.commit("alpha retries")
+    second = refresh(settings, known_commit=first.manifest.commit)
+    assert sorted(log.read_text().split()) == ["alpha", "alpha", "beta"]  # alpha only
+    assert second.reused == 3  # beta, gamma and the broken one
+    by_name = {p.name: p for p in second.manifest.pipelines}
+    assert by_name["alpha"].retry.max_retries == 2 and by_name["beta"].retry is None
+    assert second.manifest.errors == (error,)  # kept as it was, not parsed again
+
+    repo.write("README.md", "a change outside the pipelines\n")
+    repo.commit("docs")
+    third = refresh(settings, known_commit=second.manifest.commit)
+    assert third.reused == 4 and len(log.read_text().split()) == 3
+    assert third.manifest.pipelines == second.manifest.pipelines

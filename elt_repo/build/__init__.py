@@ -7,7 +7,7 @@ import logging
 from dagster import AssetsDefinition, Definitions, ScheduleDefinition
 
 from elt_repo.build.automation import automation_sensors, pipeline_schedule
-from elt_repo.build.common import BuildContext
+from elt_repo.build.common import COMMIT_TAG, BuildContext
 from elt_repo.build.dlt_assets import build_dlt_assets
 from elt_repo.build.dlt_run_assets import build_dlt_run_asset
 from elt_repo.build.errors import error_specs
@@ -31,6 +31,7 @@ def build_pipeline_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDe
 def build_definitions(manifest: Manifest, settings: Settings) -> Definitions:
     """Assets, automation sensors and error placeholders for every pipeline in the manifest."""
     ctx = BuildContext(manifest=manifest, settings=settings)
+    run_tags = {COMMIT_TAG: manifest.commit} if manifest.commit else {}
     built: list[tuple[PipelineSpec, AssetsDefinition]] = []
     schedules: list[ScheduleDefinition] = []
     errors = list(manifest.errors)
@@ -43,10 +44,10 @@ def build_definitions(manifest: Manifest, settings: Settings) -> Definitions:
             continue
         built.append((pipeline, assets_def))
         if pipeline.schedule is not None and pipeline.schedule.mode == "schedule":
-            schedules.append(pipeline_schedule(pipeline, assets_def))
+            schedules.append(pipeline_schedule(pipeline, assets_def, run_tags))
     kept = {p.folder.rsplit("/", 1)[-1] for p in manifest.pipelines if p.name in manifest.pinned}
     return Definitions(
         assets=[*(a for _, a in built), *error_specs(tuple(errors), kept)],
-        sensors=automation_sensors(built, settings.automation_interval),
+        sensors=automation_sensors(built, settings.automation_interval, run_tags),
         schedules=schedules,
     )

@@ -8,7 +8,7 @@ partition-aware `ScheduleDefinition` over a job of its assets instead of an on_c
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 from dagster import (
@@ -72,9 +72,14 @@ def automation_condition(pipeline: PipelineSpec) -> AutomationCondition | None:
 
 
 def automation_sensors(
-    pipelines: Sequence[tuple[PipelineSpec, AssetsDefinition]], interval: int
+    pipelines: Sequence[tuple[PipelineSpec, AssetsDefinition]],
+    interval: int,
+    run_tags: Mapping[str, str],
 ) -> list[AutomationConditionSensorDefinition]:
-    """One running sensor for the automated pipelines, one stopped for those that ask for it."""
+    """One running sensor for the automated pipelines, one stopped for those that ask for it.
+
+    `run_tags` (the commit the definitions were built from) go on every run they launch.
+    """
     running: list[AssetKey] = []
     stopped: list[AssetKey] = []
     for pipeline, assets_def in pipelines:
@@ -94,6 +99,7 @@ def automation_sensors(
                     target=AssetSelection.assets(*keys),
                     default_status=status,
                     minimum_interval_seconds=interval,
+                    run_tags=dict(run_tags),
                     description="Evaluates the automation conditions of the pipelines' assets "
                     "(schedule and automation in each dagster.yaml).",
                 )
@@ -101,7 +107,9 @@ def automation_sensors(
     return sensors
 
 
-def pipeline_schedule(pipeline: PipelineSpec, assets_def: AssetsDefinition) -> ScheduleDefinition:
+def pipeline_schedule(
+    pipeline: PipelineSpec, assets_def: AssetsDefinition, run_tags: Mapping[str, str]
+) -> ScheduleDefinition:
     """`schedule.mode: schedule`: a cron schedule over a job of the pipeline's assets.
 
     Each tick requests the latest complete time window, or one run per static key, or one
@@ -133,14 +141,14 @@ def pipeline_schedule(pipeline: PipelineSpec, assets_def: AssetsDefinition) -> S
             if key is None:
                 yield SkipReason(f"no complete partition of {pipeline.name} at {stamp}")
                 return
-            yield RunRequest(run_key=f"{key}@{stamp}", partition_key=key)
+            yield RunRequest(run_key=f"{key}@{stamp}", partition_key=key, tags=run_tags)
         elif isinstance(partitions_def, DynamicPartitionsDefinition):
             keys = context.instance.get_dynamic_partitions(partitions_def.name or "")
             if not keys:
                 yield SkipReason(f"{pipeline.name} has no partition keys on this instance yet")
             for key in keys:
-                yield RunRequest(run_key=f"{key}@{stamp}", partition_key=key)
+                yield RunRequest(run_key=f"{key}@{stamp}", partition_key=key, tags=run_tags)
         else:
-            yield RunRequest(run_key=stamp)
+            yield RunRequest(run_key=stamp, tags=run_tags)
 
     return _schedule

@@ -23,10 +23,22 @@ from elt_repo.build.automation import automation_condition
 from elt_repo.build.metadata import code_references, definition_metadata
 from elt_repo.build.partitions import backfill_policy, partitions_def
 from elt_repo.build.retries import retry_policy
-from elt_repo.manifest import Manifest
+from elt_repo.manifest import Manifest, ManifestStore
 from elt_repo.redact import redact
 from elt_repo.schemas import PipelineSpec
 from elt_repo.settings import Settings
+
+COMMIT_TAG = "elt_repo/commit"
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What one run executes: the spec and folder of the commit the run is tagged with."""
+
+    pipeline: PipelineSpec
+    folder: Path
+    commit: str | None  # the manifest commit the run is pinned to
+    code_commit: str | None  # the commit whose worktree holds the code (older if kept last good)
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,37 @@ class BuildContext:
         """The pipeline's folder inside the worktree of the commit its runs are pinned to."""
         commit = self.commit(pipeline) or "none"
         return self.settings.repo_state_dir / "worktrees" / commit / pipeline.folder
+
+    def pinned(self, context: AssetExecutionContext, pipeline: PipelineSpec) -> Pinned:
+        """The spec and code a run uses: those of the commit in its `elt_repo/commit` tag.
+
+        A run launched by elt_repo's sensors or schedules is tagged when it is submitted; any
+        other run is tagged by its first step with the commit these definitions were built
+        from. Either way every step of the run then reads the same commit, even when newer
+        commits have arrived and the code location has been reloaded since.
+        """
+        run = context.instance.get_run_by_id(context.run.run_id)
+        commit = run.tags.get(COMMIT_TAG) if run else None
+        if not commit and self.manifest.commit:
+            commit = self.manifest.commit
+            context.instance.add_run_tags(context.run.run_id, {COMMIT_TAG: commit})
+        manifest = self.manifest
+        if commit and commit != self.manifest.commit:
+            manifest = ManifestStore(self.settings.manifest_path).read_at(commit) or manifest
+        spec = next((p for p in manifest.pipelines if p.name == pipeline.name), None)
+        if spec is None or manifest.commit != commit:
+            context.log.warning(
+                f"{pipeline.name}: no manifest of commit {commit} is kept; running the specs "
+                f"of {self.manifest.commit}"
+            )
+            manifest, spec = self.manifest, pipeline
+        code_commit = manifest.commit_for(spec)
+        folder = self.settings.repo_state_dir / "worktrees" / (code_commit or "none") / spec.folder
+        context.log.info(
+            f"{spec.name}: commit {commit}, code from {code_commit}"
+            + (f", partition {context.partition_key}" if context.has_partition_key else "")
+        )
+        return Pinned(spec, folder, commit, code_commit)
 
 
 def asset_key(pipeline: PipelineSpec, table: str) -> AssetKey:

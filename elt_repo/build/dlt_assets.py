@@ -103,22 +103,24 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
     ) -> Iterator[MaterializeResult]:
         import dlt as dlt_lib
 
-        folder = ctx.folder(pipeline)
-        partition = partition_values(context, pipeline)
+        pinned = ctx.pinned(context, pipeline)
+        spec = pinned.pipeline
+        assert spec.dlt is not None
+        partition = partition_values(context, spec)
         dlt_pipeline = dlt_lib.pipeline(
-            pipeline_name=pipeline.name,
-            destination=_destination(ctx, pipeline),
-            dataset_name=dlt_spec.dataset_name or pipeline.name,
+            pipeline_name=spec.name,
+            destination=_destination(ctx, spec),
+            dataset_name=spec.dlt.dataset_name or spec.name,
             pipelines_dir=str(ctx.settings.dlt_dir),
         )
         results = dlt.run(
             context=context,
-            dlt_source=_source(folder, pipeline, partition),
+            dlt_source=_source(pinned.folder, spec, partition),
             dlt_pipeline=dlt_pipeline,
             dagster_dlt_translator=EltDltTranslator(pipeline),
             loader_file_format=LOADER_FILE_FORMAT,
         )
-        yield from with_run_metadata(results, ctx.commit(pipeline), partition)
+        yield from with_run_metadata(results, pinned.commit, partition)
 
     @multi_asset(**multi_asset_args(pipeline, specs, pool))
     def _assets(

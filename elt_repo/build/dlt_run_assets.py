@@ -61,9 +61,9 @@ def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefi
     accepts_key = pipeline.dlt.accepts_partition_key
 
     def _run(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
-        folder = ctx.folder(pipeline)
+        pinned = ctx.pinned(context, pipeline)
         partition_key = context.partition_key if pipeline.partitions else None
-        module = import_pipeline_module(folder, pipeline.dlt.source_file)
+        module = import_pipeline_module(pinned.folder, pipeline.dlt.source_file)
         kwargs = {"partition_key": partition_key} if accepts_key else {}
         started = time.monotonic()
         with run_environment(ctx.settings.warehouse):
@@ -76,7 +76,7 @@ def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefi
         partition = {} if partition_key is None else {"partition_key": partition_key}
         yield from with_run_metadata(
             [MaterializeResult(asset_key=spec.key, metadata=metadata)],
-            ctx.commit(pipeline),
+            pinned.commit,
             partition,
         )
 

@@ -84,17 +84,30 @@ def partition_kwargs(names: Mapping[str, str], values: Mapping[str, Any]) -> dic
     return {kwarg: values[source[role]] for role, kwarg in names.items() if source[role] in values}
 
 
-def dynamic_partition_requests(
-    manifest: Manifest, instance: DagsterInstance
-) -> list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest]:
-    """Instance changes that make each pipeline's dynamic partitions match its static keys."""
-    requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
-    for pipeline in manifest.pipelines:
+def _static_keys(manifest: Manifest | None) -> dict[str, list[str]]:
+    """Dynamic partitions name -> the static keys the manifest asks for."""
+    keys = {}
+    for pipeline in manifest.pipelines if manifest else ():
         part = pipeline.partitions
-        if part is None or part.type != "static" or part.static is None:
-            continue
-        name = dynamic_partitions_name(pipeline)
-        wanted = list(part.static.partition_keys)
+        if part is not None and part.type == "static" and part.static is not None:
+            keys[dynamic_partitions_name(pipeline)] = list(part.static.partition_keys)
+    return keys
+
+
+def dynamic_partition_requests(
+    manifest: Manifest, instance: DagsterInstance, previous: Manifest | None = None
+) -> list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest]:
+    """Instance changes that make each pipeline's dynamic partitions match its static keys.
+
+    The one diff that the repo sensor, `refresh.py --sync-partitions` and the demo all apply.
+    Pipelines with static keys in `previous` but not in `manifest` (retired, or no longer
+    statically partitioned) lose all their keys.
+    """
+    requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
+    wanted_by_name = _static_keys(manifest)
+    for name in sorted(set(_static_keys(previous)) - set(wanted_by_name)):
+        wanted_by_name[name] = []
+    for name, wanted in wanted_by_name.items():
         existing = set(instance.get_dynamic_partitions(name))
         missing = [k for k in wanted if k not in existing]
         stale = sorted(existing - set(wanted))

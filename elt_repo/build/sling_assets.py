@@ -104,10 +104,11 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
     def _run(
         context: AssetExecutionContext, sling: EltSlingResource
     ) -> Iterator[MaterializeResult]:
-        folder = ctx.folder(pipeline)
-        partition = partition_values(context, pipeline)
+        pinned = ctx.pinned(context, pipeline)
+        folder, run_spec = pinned.folder, pinned.pipeline.sling or sling_spec
+        partition = partition_values(context, pinned.pipeline)
         config, names = runtime_replication(
-            folder, sling_spec.replication, _sling_variables(partition)
+            folder, run_spec.replication, _sling_variables(partition)
         )
         translator = EltSlingTranslator(pipeline, config.get("defaults") or {}, names)
         selected = context.selected_asset_keys
@@ -116,11 +117,11 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
             for name, stream_config in config["streams"].items()
             if translator.get_asset_spec({"name": name, "config": stream_config}).key in selected
         }
-        resource = sling.for_pipeline(sling_spec.connections, folder)
+        resource = sling.for_pipeline(run_spec.connections, folder)
         results = resource.replicate(
             context=context, replication_config=config, dagster_sling_translator=translator
         ).fetch_row_count()
-        yield from with_run_metadata(results, ctx.commit(pipeline), partition)
+        yield from with_run_metadata(results, pinned.commit, partition)
 
     @multi_asset(**multi_asset_args(pipeline, specs, pool))
     def _assets(
