@@ -276,3 +276,56 @@ def test_refresh_script_and_sensor_ticks_race_and_the_manifest_stays_valid(
         assert len(manifest.pipelines) == 5 and manifest.errors == ()
         assert len(results) == 2 and {r.cursor for r in results} <= {None, manifest.commit}
         cursor = manifest.commit
+
+
+def test_a_hanging_remote_fails_the_tick_within_its_budget(
+    examples_repo, settings_for, instance, monkeypatch
+) -> None:
+    """A remote that accepts connections and never answers: the tick gives up in time."""
+    import socket
+
+    from elt_repo import sensors
+
+    monkeypatch.setattr(sensors, "TICK_BUDGET_SECONDS", 4.0)
+    settings = settings_for(examples_repo.url)
+    loaded = refresh(settings).manifest
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        hanging = settings_for(f"http://127.0.0.1:{server.getsockname()[1]}/pipes.git")
+        started = time.monotonic()
+        message = failed_tick(repo_sensor(hanging, loaded=loaded), instance, loaded.commit)
+        took = time.monotonic() - started
+    assert "refresh failed" in message and f"keeping {loaded.commit}" in message
+    assert took < 20  # far below the 120 s a git command may take, and Dagster's 60 s limit
+    assert ManifestStore(settings.manifest_path).read().pipelines == loaded.pipelines
+
+
+def test_worktrees_of_running_runs_are_kept(examples_repo, settings_for, instance) -> None:
+    from dagster import DagsterRun, DagsterRunStatus
+
+    settings = settings_for(examples_repo.url, ELT_WORKTREE_GRACE="0")
+    sensor = repo_sensor(settings, loaded=None)
+    cursor = tick(sensor, instance, None).cursor
+    pinned = cursor
+    run = DagsterRun(
+        job_name="__ASSET_JOB",
+        run_id="running-run",
+        status=DagsterRunStatus.STARTED,
+        tags={"elt_repo/commit": pinned},
+    )
+    instance.add_run(run)
+    worktrees = settings.repo_state_dir / "worktrees"
+    for n in range(6):  # more than the 5 newest worktrees that are always kept
+        examples_repo.write("pipelines/csv_orders/n.txt", f"{n}\n")
+        examples_repo.commit(f"commit {n}")
+        cursor = tick(sensor, instance, cursor).cursor
+    assert (worktrees / pinned).is_dir()  # old and past its grace, but a running run needs it
+    assert (settings.state_dir / "manifests" / f"{pinned}.json").is_file()
+    instance.delete_run("running-run")
+    examples_repo.write("pipelines/csv_orders/n.txt", "last\n")
+    examples_repo.commit("last")
+    tick(sensor, instance, cursor)
+    assert not (worktrees / pinned).exists()
+    assert not (settings.state_dir / "manifests" / f"{pinned}.json").exists()
+    assert len(list(worktrees.iterdir())) == 5
