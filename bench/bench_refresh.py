@@ -41,7 +41,9 @@ def main() -> None:
         commit = refresh(settings).manifest.commit
 
         def full_refresh() -> None:
-            settings.manifest_path.unlink(missing_ok=True)
+            store = ManifestStore(settings.manifest_path)
+            store.path.unlink(missing_ok=True)
+            store.previous_path.unlink(missing_ok=True)  # else read() falls back to it
             refresh(settings)
 
         medians = measure(
