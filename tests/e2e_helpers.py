@@ -22,7 +22,7 @@ VENV_BIN = PROJECT_DIR / ".venv" / "bin"
 EXAMPLES_DIR = PROJECT_DIR / "examples" / "pipelines"
 LOCATION = "elt_repo"
 REPOSITORY = "__repository__"
-SENSOR = "elt_repo_refresh"
+SENSOR = "elt_repo_poll"
 
 # Variables of the outer shell that would change what the processes under test do.
 _SCRUB_PREFIXES = ("ELT_", "DAGSTER_", "SLING_", "DLT_", "DESTINATION__", "SOURCES__")
@@ -241,12 +241,30 @@ class GraphQL:
         data = self(
             """
             query Run($runId: ID!) { runOrError(runId: $runId) { __typename
-                ... on Run { runId status jobName assetSelection { path } }
+                ... on Run { runId status jobName assetSelection { path }
+                    tags { key value } }
                 ... on PythonError { message } } }
             """,
             {"runId": run_id},
         )
         return data["runOrError"]
+
+    def asset_partitions(self, key: tuple[str, ...]) -> dict[str, Any]:
+        """One asset node's partition keys and partitions definition, as the webserver sees them."""
+        data = self(
+            """
+            query Asset($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { __typename
+                ... on AssetNode { assetKey { path } partitionKeys
+                    partitionDefinition { type name
+                        dimensionTypes { type dynamicPartitionsDefinitionName } } }
+                ... on AssetNotFoundError { message } } }
+            """,
+            {"key": {"path": list(key)}},
+        )
+        node = data["assetNodeOrError"]
+        if node["__typename"] != "AssetNode":
+            raise GraphQLError(f"asset {list(key)}: {node}")
+        return node
 
     def run_failure_events(self, run_id: str) -> list[str]:
         """Error-ish messages of a run, for the assertion message when it fails."""

@@ -3,8 +3,8 @@
 One module-scoped deployment: a temp DAGSTER_HOME with the project's dagster.yaml, a temp
 state dir and warehouse, and a Git repo made from examples/pipelines. The tests run in order
 and each one moves the repo forward: first refresh, a materialization, a pipeline added and
-removed, a pipeline that the automation sensor materializes by itself, and a broken
-dagster.yaml.
+removed, a pipeline that the automation sensor materializes by itself, changed static partition
+keys, and a broken dagster.yaml.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ EXAMPLE_KEYS = [
     ("shop_sqlite", "products"),
 ]
 CSV_ORDERS = h.EXAMPLES_DIR / "csv_orders"
+# Every run carries the commit of the manifest its definitions were built from.
+COMMIT_TAG = "elt_repo/commit"
 
 
 @dataclass
@@ -158,7 +160,7 @@ def deployment(
     dep = Deployment(tmp, home, state_dir, warehouse, repo, h.GraphQL(f"{url}/graphql"), webserver)
     try:
         # The webserver alone first: no daemon means no sensor tick, so this is the location
-        # as it loads before any refresh, deterministically.
+        # as its first load builds it (one refresh when no manifest is cached), deterministically.
         dep.wait(lambda: (dep.gql.answers(), "no answer"), timeout=60, what="GraphQL to answer")
         dep.initial_location = dep.wait(
             lambda: (lambda e: (e["loadStatus"] == "LOADED", e))(dep.gql.location()),
@@ -188,23 +190,25 @@ def _keys_with_prefix(assets: dict[tuple[str, ...], Any], prefix: str) -> list[t
 
 def test_first_refresh_builds_the_example_assets(deployment: Deployment) -> None:
     dep = deployment
-    # Before any refresh: no manifest, and the location loaded with only the sensor.
-    assert dep.initial_manifest is False, "a manifest existed before the daemon started"
+    head = git(dep.repo.path, "rev-parse", "HEAD")
+    # With no manifest cached, the location's first load refreshes once, before any sensor
+    # tick (the daemon was not running yet): the manifest and the example assets are there.
+    assert dep.initial_manifest is True, "the first load of the location wrote no manifest"
     entry = dep.initial_location
     assert (
         entry is not None and entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
     ), entry
     repos = entry["locationOrLoadError"]["repositories"]
-    assert [s["name"] for r in repos for s in r["sensors"]] == [h.SENSOR], repos
-    assert dep.initial_assets == {}, (
-        f"assets before the first refresh: {sorted(dep.initial_assets)}"
-    )
+    assert h.SENSOR in [s["name"] for r in repos for s in r["sensors"]], repos
+    initial = dep.initial_assets or {}
+    missing = [k for k in EXAMPLE_KEYS if k not in initial]
+    assert not missing, f"missing at first load: {missing}; seen {sorted(initial)}"
 
-    # The daemon ticks the sensor, which writes the manifest and reloads the location.
+    # With the daemon, the sensor's first tick refreshes again (no cursor yet), same commit.
     dep.wait_for_keys(EXAMPLE_KEYS, timeout=90)
     assert (dep.state_dir / "manifest.json").is_file()
     manifest_commit = json.loads((dep.state_dir / "manifest.json").read_text())["commit"]
-    assert manifest_commit == git(dep.repo.path, "rev-parse", "HEAD")
+    assert manifest_commit == head
     assets = dep.gql.assets()
     # The disabled pipeline builds nothing, and a clean repo shows no config error.
     assert not _keys_with_prefix(assets, "legacy_export"), sorted(assets)
@@ -252,6 +256,12 @@ def test_materialize_csv_orders_through_the_run_queue(deployment: Deployment) ->
             + "\n"
             + dep.logs()
         )
+
+    # Launched through GraphQL, not by elt_repo: its first step tags it with the commit of the
+    # definitions, still the repo's only commit.
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    head = git(dep.repo.path, "rev-parse", "HEAD")
+    assert tags.get(COMMIT_TAG) == head, f"{COMMIT_TAG} should be HEAD {head}; run tags: {tags}"
 
     expected = h.count_csv_rows(CSV_ORDERS / "data" / "orders.csv")
     assert expected > 0
@@ -382,7 +392,7 @@ def test_automation_sensor_materializes_the_missing_partition(deployment: Deploy
         "pipelines/auto_events/dagster.yaml", _auto_events_config(start, boundary, "on_missing")
     )
     (folder / "pipeline.py").write_text(AUTO_EVENTS_PIPELINE)
-    dep.repo.commit("add auto_events, automation: on_missing")
+    commit = dep.repo.commit("add auto_events, automation: on_missing")
     started = time.monotonic()
     dep.wait_for_keys([AUTO_EVENTS_KEY, *EXAMPLE_KEYS], timeout=60)
 
@@ -439,6 +449,9 @@ def test_automation_sensor_materializes_the_missing_partition(deployment: Deploy
     assert run.tags.get("dagster/from_automation_condition") == "true", run.tags
     assert run.tags.get("dagster/sensor_name") == "elt_repo_automation", run.tags
     assert run.tags.get("dagster/partition") == partition, run.tags
+    # Submitted by elt_repo's automation sensor, tagged with the commit of the daemon's
+    # definitions: the one that added auto_events (no later commit exists yet).
+    assert run.tags.get(COMMIT_TAG) == commit, f"{COMMIT_TAG} should be {commit}: {run.tags}"
 
     def count_rows() -> tuple[bool, int]:
         with duckdb.connect(str(dep.warehouse), read_only=True) as con:
@@ -457,6 +470,57 @@ def test_automation_sensor_materializes_the_missing_partition(deployment: Deploy
         f"auto_events: first evaluated {picked_up:.1f}s after the commit, partition {partition} "
         f"materialized {took:.1f}s after it"
     )
+
+
+STORE_SALES_KEY = ("store_sales", "daily_sales")
+STORE_SALES_PARTITIONS = "store_sales__keys"
+STORE_SALES_STATIC = "static: {partition_keys: [us-east, us-west, eu-central]}"
+
+
+def test_changed_static_partition_keys_reach_the_instance_and_the_ui(
+    deployment: Deployment,
+) -> None:
+    """A commit that changes store_sales' static keys: us-west goes, ap-south comes.
+
+    The poll sensor's next tick returns the dynamic-partition changes, so within two poll
+    intervals (plus a reload) the instance and the webserver both show exactly the new keys.
+    The keys are not restored: the broken-config test after this one edits only `retries`.
+    (store_sales has `on_code_change: true`, so the daemon may also launch runs of it.)
+    """
+    from dagster import DagsterInstance
+
+    dep = deployment
+    new_keys = ["us-east", "eu-central", "ap-south"]
+    config_path = dep.repo.folder("store_sales") / "dagster.yaml"
+    text = config_path.read_text()
+    assert STORE_SALES_STATIC in text, text
+    config_path.write_text(
+        text.replace(STORE_SALES_STATIC, f"static: {{partition_keys: [{', '.join(new_keys)}]}}")
+    )
+    commit = dep.repo.commit("store_sales: ap-south instead of us-west")
+    started = time.monotonic()
+
+    with DagsterInstance.from_config(str(dep.home)) as instance:
+
+        def synced() -> tuple[bool, Any]:
+            on_instance = instance.get_dynamic_partitions(STORE_SALES_PARTITIONS)
+            node = dep.gql.asset_partitions(STORE_SALES_KEY)
+            done = sorted(on_instance) == sorted(new_keys) == sorted(node["partitionKeys"])
+            return done, {"instance": on_instance, "asset node": node}
+
+        seen = dep.wait(
+            synced,
+            timeout=2 * POLL_INTERVAL + 20,
+            what=f"{STORE_SALES_PARTITIONS} and {list(STORE_SALES_KEY)} to have keys {new_keys}",
+        )
+    took = time.monotonic() - started
+    dims = seen["asset node"]["partitionDefinition"]["dimensionTypes"]
+    assert [d["dynamicPartitionsDefinitionName"] for d in dims] == [STORE_SALES_PARTITIONS], dims
+    manifest = json.loads((dep.state_dir / "manifest.json").read_text())
+    assert manifest["commit"] == commit
+    assets = dep.gql.assets()
+    assert not _keys_with_prefix(assets, "elt_config_errors"), sorted(assets)
+    print(f"store_sales keys synced {took:.1f}s after the commit")
 
 
 def test_broken_config_keeps_last_good_and_shows_the_error(deployment: Deployment) -> None:
