@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,6 @@ from typing import Any
 from dagster import (
     AssetExecutionContext,
     AssetKey,
-    AssetMaterialization,
     AssetSpec,
     Failure,
     MaterializeResult,
@@ -144,52 +146,86 @@ def multi_asset_args(pipeline: PipelineSpec, specs: list[AssetSpec], pool: str) 
     }
 
 
-def step_failure(context: AssetExecutionContext, pipeline: PipelineSpec, exc: Exception) -> Failure:
-    """A Failure that says which pipeline, partition and attempt failed, and how."""
+# Loggers of the tools whose last lines a failure carries (Sling's own output comes in its error).
+TOOL_LOGGERS = ("dlt", "dagster_sling", "sling")
+LOG_TAIL_LINES = 50
+
+
+class LogTail(logging.Handler):
+    """Keeps the last lines the tools logged while a step ran."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # A log line that cannot be formatted is not worth failing over.
+        with suppress(Exception):
+            self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+
+    @contextmanager
+    def attached(self) -> Iterator[LogTail]:
+        loggers = [logging.getLogger(name) for name in TOOL_LOGGERS]
+        for logger in loggers:
+            logger.addHandler(self)
+        try:
+            yield self
+        finally:
+            for logger in loggers:
+                logger.removeHandler(self)
+
+
+def step_failure(
+    context: AssetExecutionContext,
+    pipeline: PipelineSpec,
+    exc: Exception,
+    log_lines: Iterable[str] = (),
+) -> Failure:
+    """A Failure that says which pipeline, partition and attempt failed, how, and the tool's
+    last log lines; everything redacted."""
     attempt = context.retry_number + 1
     attempts = (pipeline.retry.max_retries if pipeline.retry else 0) + 1
-    message = redact(str(exc).strip() or repr(exc))
+    message = redact(str(exc.description if isinstance(exc, Failure) else exc).strip() or repr(exc))
     partition = ""
     if context.has_partition_key_range:
         keys = context.partition_key_range
         partition = keys.start if keys.start == keys.end else f"{keys.start}...{keys.end}"
     where = f" partition {partition}" if partition else ""
-    return Failure(
-        description=f"{pipeline.name}{where} failed on attempt {attempt} of {attempts}: "
-        f"{type(exc).__name__}: {message.splitlines()[0][:500]}",
-        metadata={
+    tail = [*log_lines, *message.splitlines()][-LOG_TAIL_LINES:]
+    metadata: dict[str, Any] = dict(exc.metadata) if isinstance(exc, Failure) else {}
+    metadata.update(
+        {
             "elt/pipeline": pipeline.name,
             "elt/error_type": type(exc).__name__,
             "elt/error": MetadataValue.text(message[:4000]),
             "elt/attempt": attempt,
             "elt/max_attempts": attempts,
             "elt/partition": partition,
-        },
+            "elt/log_tail": MetadataValue.md("```\n" + redact("\n".join(tail)) + "\n```"),
+        }
+    )
+    tables = sorted({j["table"] for j in getattr(metadata.get("failed_jobs"), "value", None) or []})
+    if tables:
+        metadata["elt/failed_tables"] = ", ".join(tables)
+    first_line = message.splitlines()[0][:500] if message else type(exc).__name__
+    return Failure(
+        description=f"{pipeline.name}{where} failed on attempt {attempt} of {attempts}: "
+        f"{type(exc).__name__}: {first_line}",
+        metadata=metadata,
+        allow_retries=exc.allow_retries if isinstance(exc, Failure) else True,
     )
 
 
 def with_failure_details(
     context: AssetExecutionContext, pipeline: PipelineSpec, body: Iterator[MaterializeResult]
 ) -> Iterator[MaterializeResult]:
-    """Run an asset body; a tool's exception becomes a retryable Failure with metadata."""
-    try:
-        yield from body
-    except Failure:
-        raise
-    except Exception as exc:
-        raise step_failure(context, pipeline, exc) from exc
-
-
-def with_run_metadata(
-    results: Iterable[MaterializeResult | AssetMaterialization],
-    commit: str | None,
-    partition: Mapping[str, Any],
-) -> Iterator[MaterializeResult]:
-    """The tool's materializations, plus the commit and partition they were loaded from."""
-    extra = {"elt/commit": commit or ""}
-    if "partition_key" in partition:
-        extra["elt/partition"] = str(partition["partition_key"])
-    for result in results:
-        yield MaterializeResult(
-            asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra}
-        )
+    """Run an asset body; any exception becomes a retryable Failure with the details."""
+    with LogTail().attached() as tail:
+        try:
+            yield from body
+        except Exception as exc:
+            context.log.error(
+                f"{pipeline.name} failed (commit {context.run.tags.get(COMMIT_TAG, '?')}): "
+                f"{redact(str(exc)).splitlines()[0][:300] if str(exc) else type(exc).__name__}"
+            )
+            raise step_failure(context, pipeline, exc, list(tail.lines)) from exc

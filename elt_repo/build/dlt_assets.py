@@ -2,14 +2,17 @@
 
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     AssetSpec,
     MaterializeResult,
+    MetadataValue,
     multi_asset,
 )
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator
@@ -22,12 +25,12 @@ from elt_repo.build.common import (
     multi_asset_args,
     pipeline_asset_spec,
     with_failure_details,
-    with_run_metadata,
 )
 from elt_repo.build.partitions import (
     partition_kwargs,
     partition_values,
 )
+from elt_repo.build.run_metadata import RunFacts, with_metadata
 from elt_repo.dlt_inspect import call_source, import_pipeline_module, table_name
 from elt_repo.pipeline_files import resolve_args
 from elt_repo.schemas import PipelineSpec
@@ -78,6 +81,36 @@ def _source(folder: Path, pipeline: PipelineSpec, partition: dict[str, Any]) -> 
     return source
 
 
+def table_figures(
+    dlt_pipeline: Any, keys: list[AssetKey | None], catalog: str | None
+) -> dict[AssetKey, dict[str, Any]]:
+    """dlt's own counts per asset: rows (with nested tables), bytes of the loaded files, and
+    the real `<database>.<dataset>.<table>` name."""
+    trace = dlt_pipeline.last_trace
+    normalize = trace.last_normalize_info if trace else None
+    counts = {t: n for t, n in (normalize.row_counts if normalize else {}).items()}
+    sizes: dict[str, int] = {}
+    load = trace.last_load_info if trace else None
+    for package in load.load_packages if load else ():
+        for job in package.jobs.get("completed_jobs", []):
+            table = job.job_file_info.table_name
+            sizes[table] = sizes.get(table, 0) + int(job.file_size or 0)
+    figures: dict[AssetKey, dict[str, Any]] = {}
+    for key in keys:
+        if key is None:
+            continue
+        table = key.path[-1]
+        family = {t: n for t, n in counts.items() if t == table or t.startswith(f"{table}__")}
+        figures[key] = {
+            "rows": counts.get(table, 0),
+            "bytes": sum(sizes.get(t, 0) for t in {table, *family}),
+            "elt/rows_by_table": MetadataValue.json(dict(sorted(family.items()))),
+        }
+        if catalog:
+            figures[key]["dagster/table_name"] = f"{catalog}.{dlt_pipeline.dataset_name}.{table}"
+    return figures
+
+
 def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinition:
     """One multi-asset per dlt pipeline, one asset per resource."""
     assert pipeline.dlt is not None
@@ -113,14 +146,22 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
             dataset_name=spec.dlt.dataset_name or spec.name,
             pipelines_dir=str(ctx.settings.dlt_dir),
         )
-        results = dlt.run(
-            context=context,
-            dlt_source=_source(pinned.folder, spec, partition),
-            dlt_pipeline=dlt_pipeline,
-            dagster_dlt_translator=EltDltTranslator(pipeline),
-            loader_file_format=LOADER_FILE_FORMAT,
+        started = datetime.now(UTC)
+        results = list(
+            dlt.run(
+                context=context,
+                dlt_source=_source(pinned.folder, spec, partition),
+                dlt_pipeline=dlt_pipeline,
+                dagster_dlt_translator=EltDltTranslator(pipeline),
+                loader_file_format=LOADER_FILE_FORMAT,
+            )
         )
-        yield from with_run_metadata(results, pinned.commit, partition)
+        facts = RunFacts(
+            spec, pinned.commit, ctx.manifest.url, partition, started, datetime.now(UTC)
+        )
+        catalog = ctx.settings.warehouse.stem if destination_kind(spec) == "duckdb" else None
+        figures = table_figures(dlt_pipeline, [r.asset_key for r in results], catalog)
+        yield from with_metadata(results, facts, figures)
 
     @multi_asset(**multi_asset_args(pipeline, specs, pool))
     def _assets(

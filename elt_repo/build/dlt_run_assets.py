@@ -1,9 +1,9 @@
 """Reference-project dlt pipelines: `run(partition_key=None)` runs dlt itself; one asset each."""
 
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dagster import (
@@ -20,9 +20,9 @@ from elt_repo.build.common import (
     multi_asset_args,
     pipeline_asset_spec,
     with_failure_details,
-    with_run_metadata,
 )
 from elt_repo.build.load_info import load_info_metadata, other_result_metadata
+from elt_repo.build.run_metadata import RunFacts, with_metadata
 from elt_repo.dlt_inspect import import_pipeline_module
 from elt_repo.schemas import PipelineSpec
 
@@ -65,20 +65,18 @@ def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefi
         partition_key = context.partition_key if pipeline.partitions else None
         module = import_pipeline_module(pinned.folder, pipeline.dlt.source_file)
         kwargs = {"partition_key": partition_key} if accepts_key else {}
-        started = time.monotonic()
+        started = datetime.now(UTC)
         with run_environment(ctx.settings.warehouse):
             result = module.run(**kwargs)
         if hasattr(result, "load_packages") and hasattr(result, "loads_ids"):
             metadata = load_info_metadata(result)
         else:
             metadata = other_result_metadata(result)
-        metadata["elt/duration_seconds"] = round(time.monotonic() - started, 3)
         partition = {} if partition_key is None else {"partition_key": partition_key}
-        yield from with_run_metadata(
-            [MaterializeResult(asset_key=spec.key, metadata=metadata)],
-            pinned.commit,
-            partition,
+        facts = RunFacts(
+            pinned.pipeline, pinned.commit, ctx.manifest.url, partition, started, datetime.now(UTC)
         )
+        yield from with_metadata([MaterializeResult(asset_key=spec.key, metadata=metadata)], facts)
 
     @multi_asset(**multi_asset_args(pipeline, [spec], duckdb_pool(ctx.settings.warehouse)))
     def _asset(context: AssetExecutionContext) -> Iterator[MaterializeResult]:

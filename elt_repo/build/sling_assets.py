@@ -1,15 +1,20 @@
 """Sling replications as multi-assets: specs from the manifest, execution through dagster-sling."""
 
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import yaml
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     AssetSpec,
     MaterializeResult,
+    TableColumn,
+    TableSchema,
     multi_asset,
 )
 from dagster_sling import DagsterSlingTranslator
@@ -21,11 +26,16 @@ from elt_repo.build.common import (
     multi_asset_args,
     pipeline_asset_spec,
     with_failure_details,
-    with_run_metadata,
 )
 from elt_repo.build.partitions import partition_values
+from elt_repo.build.run_metadata import RunFacts, with_metadata
 from elt_repo.build.sling_resource import WAREHOUSE, EltSlingResource
-from elt_repo.pipeline_files import fill_partition_vars, resolve_stream_name, stream_table
+from elt_repo.pipeline_files import (
+    fill_partition_vars,
+    resolve_stream_name,
+    stream_object,
+    stream_table,
+)
 from elt_repo.schemas import PipelineSpec
 
 
@@ -81,6 +91,30 @@ def _sling_variables(partition: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def warehouse_figures(
+    warehouse: Path, objects: Mapping[AssetKey, tuple[str | None, str]]
+) -> dict[AssetKey, dict[str, Any]]:
+    """Per asset, the real `<database>.<schema>.<table>` and its columns, read from DuckDB."""
+    figures: dict[AssetKey, dict[str, Any]] = {}
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        for key, (schema, table) in objects.items():
+            schema = schema or "main"
+            columns = con.execute(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = ? and table_name = ? order by ordinal_position",
+                [schema, table],
+            ).fetchall()
+            figures[key] = {
+                "dagster/table_name": f"{warehouse.stem}.{schema}.{table}",
+                "dagster/storage_kind": "duckdb",
+            }
+            if columns:
+                figures[key]["dagster/column_schema"] = TableSchema(
+                    columns=[TableColumn(name=n, type=t.lower()) for n, t in columns]
+                )
+    return figures
+
+
 def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinition:
     """One multi-asset per replication, one asset per stream."""
     assert pipeline.sling is not None
@@ -118,10 +152,26 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
             if translator.get_asset_spec({"name": name, "config": stream_config}).key in selected
         }
         resource = sling.for_pipeline(run_spec.connections, folder)
-        results = resource.replicate(
-            context=context, replication_config=config, dagster_sling_translator=translator
-        ).fetch_row_count()
-        yield from with_run_metadata(results, pinned.commit, partition)
+        started = datetime.now(UTC)
+        results = list(
+            resource.replicate(
+                context=context, replication_config=config, dagster_sling_translator=translator
+            ).fetch_row_count()
+        )
+        facts = RunFacts(
+            pinned.pipeline, pinned.commit, ctx.manifest.url, partition, started, datetime.now(UTC)
+        )
+        figures = {}
+        if run_spec.target == WAREHOUSE:
+            defaults = config.get("defaults") or {}
+            objects = {
+                translator.get_asset_spec({"name": n, "config": c}).key: stream_object(
+                    names.get(n, n), c, defaults
+                )
+                for n, c in config["streams"].items()
+            }
+            figures = warehouse_figures(ctx.settings.warehouse, objects)
+        yield from with_metadata(results, facts, figures)
 
     @multi_asset(**multi_asset_args(pipeline, specs, pool))
     def _assets(
