@@ -31,6 +31,7 @@ from elt_repo.schemas import (
     load_pipeline_config,
     spec_from_config,
 )
+from elt_repo.schemas.fields import NAME
 from elt_repo.settings import SettingsError
 
 
@@ -98,6 +99,22 @@ def _sling_streams(
     if not streams:
         raise config_error(rel, "streams", "no enabled streams")
     return tuple(streams), (str(config["source"]), str(config["target"]))
+
+
+def _hints(folder: Path) -> tuple[str, str | None]:
+    """A broken folder's pipeline name and group, as far as its dagster.yaml still says."""
+    name, group = default_name(folder), None
+    try:
+        raw = yaml.safe_load((folder / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return name, group
+    if isinstance(raw, Mapping):
+        if isinstance(raw.get("name"), str) and NAME.match(raw["name"]):
+            name = raw["name"]
+        candidate = raw.get("group") or raw.get("group_name")
+        if isinstance(candidate, str) and NAME.match(candidate):
+            group = candidate
+    return name, group
 
 
 class Discoverer:
@@ -197,7 +214,10 @@ class Discoverer:
         try:
             return self._load(folder)
         except ConfigException as exc:
-            return exc.errors
+            name, group = _hints(folder)
+            return [
+                replace(e, pipeline=e.pipeline or name, group=e.group or group) for e in exc.errors
+            ]
 
     def run(self) -> Discovery:
         """Discover every pipeline; one broken pipeline only adds errors."""

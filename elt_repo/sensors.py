@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 from dagster import (
+    AssetCheckEvaluation,
+    AssetObservation,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunsFilter,
@@ -21,6 +23,7 @@ from dagster import (
 )
 
 from elt_repo.build.common import COMMIT_TAG
+from elt_repo.build.errors import broken, check_evaluation, manifest_observation
 from elt_repo.build.partitions import dynamic_partition_requests
 from elt_repo.git_urls import redact_url
 from elt_repo.manifest import Manifest
@@ -132,6 +135,14 @@ def _reload_note(manifest: Manifest, loaded: Manifest | None, tracker: ReloadTra
     return f"; reloading {location_name()} at {redact_url(url)}"
 
 
+def health_events(
+    manifest: Manifest, reused: int | None = None
+) -> list[AssetObservation | AssetCheckEvaluation]:
+    """What a refresh reports to the instance: the manifest observation, and a failing
+    `valid_config` evaluation for each broken pipeline."""
+    return [manifest_observation(manifest, reused), *map(check_evaluation, broken(manifest))]
+
+
 def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition:
     """Polls the pipelines repo every ELT_POLL_INTERVAL seconds.
 
@@ -173,6 +184,7 @@ def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition
         for error in manifest.errors:
             context.log.warning(redact(str(error)))
         requests = dynamic_partition_requests(manifest, context.instance, result.previous)
+        events = health_events(manifest, result.reused)
         summary = (
             f"{commit}: {len(manifest.pipelines)} pipelines, {len(manifest.errors)} errors, "
             f"{result.reused} folders unchanged{note}"
@@ -180,6 +192,7 @@ def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition
         context.log.info(summary)
         return SensorResult(
             dynamic_partitions_requests=requests,
+            asset_events=events,
             cursor=commit or known,
             skip_reason=SkipReason(summary),  # no runs: the summary is what the tick shows
         )

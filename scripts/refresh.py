@@ -32,6 +32,7 @@ from elt_repo.git_urls import redact_url
 from elt_repo.manifest import Manifest
 from elt_repo.refresh import refresh, validate_folder
 from elt_repo.reload import reload_location
+from elt_repo.sensors import health_events
 from elt_repo.settings import Settings, SettingsError, load_settings, read_dotenv
 from elt_repo.summary import render, summarize
 
@@ -135,6 +136,8 @@ def _refresh(
     code = 3 if result.error else 1 if summary["errors"] else 0
     if result.error is None and instance is not None:
         summary["partitions"] = _sync_partitions(instance, result.manifest, result.previous)
+        for event in health_events(result.manifest, result.reused):  # as the sensor reports them
+            instance.report_runless_asset_event(event)
     if result.error is None and webserver is not None:
         url, location = webserver
         failure = reload_location(url, location)
@@ -162,8 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sync-partitions",
         action="store_true",
-        help="add and remove static partition keys in the Dagster instance in $DAGSTER_HOME "
-        "(what the sensor does; for deployments without it)",
+        help="add and remove static partition keys in the Dagster instance in $DAGSTER_HOME, and "
+        "record the elt_repo/manifest observation and failing valid_config checks (what the "
+        "sensor does; for deployments without it)",
     )
     parser.add_argument(
         "--reload",

@@ -79,6 +79,7 @@ def test_refresh_json_with_errors_exits_1(tmp_path: Path, examples_repo: Pipelin
             "path": "pipelines/broken/dagster.yaml",
             "field": "retries",
             "message": "Not a valid integer.",
+            "pipeline": "broken",
         }
     ]
 
@@ -118,6 +119,7 @@ def test_validate_a_local_folder(tmp_path: Path, layout: str) -> None:
             "path": "pipelines/broken/dagster.yaml",
             "field": "dlt.source",
             "message": "file not found: nope.py:f",
+            "pipeline": "broken",
         }
     ]
     assert not (tmp_path / "state" / "manifest.json").exists()

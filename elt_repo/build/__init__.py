@@ -10,7 +10,7 @@ from elt_repo.build.automation import automation_sensors, pipeline_schedule
 from elt_repo.build.common import COMMIT_TAG, BuildContext
 from elt_repo.build.dlt_assets import build_dlt_assets
 from elt_repo.build.dlt_run_assets import build_dlt_run_asset
-from elt_repo.build.errors import error_specs
+from elt_repo.build.errors import health_definitions
 from elt_repo.build.sling_assets import build_sling_assets
 from elt_repo.manifest import Manifest
 from elt_repo.schemas import ConfigError, PipelineSpec
@@ -45,9 +45,10 @@ def build_definitions(manifest: Manifest, settings: Settings) -> Definitions:
         built.append((pipeline, assets_def))
         if pipeline.schedule is not None and pipeline.schedule.mode == "schedule":
             schedules.append(pipeline_schedule(pipeline, assets_def, run_tags))
-    kept = {p.folder.rsplit("/", 1)[-1] for p in manifest.pipelines if p.name in manifest.pinned}
+    health_specs, checks = health_definitions(manifest, errors)
     return Definitions(
-        assets=[*(a for _, a in built), *error_specs(tuple(errors), kept)],
+        assets=[*(a for _, a in built), *health_specs],
+        asset_checks=checks,
         sensors=automation_sensors(built, settings.automation_interval, run_tags),
         schedules=schedules,
     )

@@ -114,6 +114,7 @@ def pipeline_asset_spec(
     """The AssetSpec for one asset (usually one table) of a pipeline."""
     commit = ctx.commit(pipeline)
     metadata = definition_metadata(pipeline, commit)
+    metadata["elt/repo"] = ctx.manifest.url  # shown without credentials
     metadata["dagster/code_references"] = code_references(
         pipeline, str(ctx.folder(pipeline)), entry_file, ctx.manifest.url, commit
     )

@@ -14,12 +14,17 @@ class ConfigError:
     path: str
     field: str
     message: str
+    # The pipeline the error belongs to, and its group, when the folder says (for the UI).
+    pipeline: str | None = None
+    group: str | None = None
 
     def __str__(self) -> str:
         return f"{self.path}: {self.field}: {self.message}"
 
     def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "field": self.field, "message": self.message}
+        data = {"path": self.path, "field": self.field, "message": self.message}
+        data.update({k: v for k, v in (("pipeline", self.pipeline), ("group", self.group)) if v})
+        return data
 
 
 class ConfigException(ValueError):
