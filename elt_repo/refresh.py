@@ -167,6 +167,18 @@ def refresh(
         store.write(manifest)
         store.prune({p.name for p in (settings.repo_state_dir / "worktrees").iterdir()})
         changed = previous is None or previous.fingerprint() != manifest.fingerprint()
+        log.info(
+            "refreshed %s at %s: %d pipelines (%d folders unchanged), %d errors",
+            manifest.url,
+            manifest.commit,
+            len(manifest.pipelines),
+            discovery.reused,
+            len(manifest.errors),
+        )
+        for error in manifest.errors:
+            log.warning(
+                "%s at %s: %s", error.pipeline or "repo", manifest.commit, redact(str(error))
+            )
         return RefreshResult(manifest, previous, changed=changed, reused=discovery.reused)
 
 
