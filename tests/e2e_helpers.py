@@ -314,6 +314,127 @@ class GraphQL:
             return [sensor]
         return sensor["sensorState"]["ticks"]
 
+    def asset_checks(self) -> dict[tuple[str, ...], list[str]]:
+        """The names of the asset checks on each asset node of the elt_repo location."""
+        data = self(
+            """
+            { assetNodes { assetKey { path } repository { location { name } }
+                assetChecksOrError { __typename ... on AssetChecks { checks { name } } } } }
+            """
+        )
+        out = {}
+        for node in data["assetNodes"]:
+            if node["repository"]["location"]["name"] != LOCATION:
+                continue
+            checks = node["assetChecksOrError"]
+            if checks["__typename"] != "AssetChecks":
+                raise GraphQLError(f"asset checks of {node['assetKey']['path']}: {checks}")
+            out[tuple(node["assetKey"]["path"])] = [c["name"] for c in checks["checks"]]
+        return out
+
+    def asset_node(self, key: tuple[str, ...]) -> dict[str, Any]:
+        """One asset node: group, description, whether it can run, and its checks' latest state."""
+        data = self(
+            """
+            query Asset($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { __typename
+                ... on AssetNode { assetKey { path } groupName description
+                    isExecutable isMaterializable isObservable jobNames
+                    tags { key value }
+                    assetChecksOrError { __typename
+                        ... on AssetChecks { checks { name description canExecuteIndividually
+                            executionForLatestMaterialization { status timestamp
+                                evaluation { success } } } } } }
+                ... on AssetNotFoundError { message } } }
+            """,
+            {"key": {"path": list(key)}},
+        )
+        node = data["assetNodeOrError"]
+        if node["__typename"] != "AssetNode":
+            raise GraphQLError(f"asset {list(key)}: {node}")
+        return node
+
+    def check_executions(
+        self, key: tuple[str, ...], check: str, limit: int = 5
+    ) -> list[dict[str, Any]]:
+        """The latest executions of an asset check, newest first, metadata as {label: value}."""
+        data = self(
+            """
+            query Executions($key: AssetKeyInput!, $check: String!, $limit: Int!) {
+              assetCheckExecutions(assetKey: $key, checkName: $check, limit: $limit) {
+                id runId status timestamp
+                evaluation { timestamp checkName assetKey { path } success severity
+                    description metadataEntries { ...Metadata } } } }
+            """
+            + METADATA_FRAGMENT,
+            {"key": {"path": list(key)}, "check": check, "limit": limit},
+        )
+        executions = data["assetCheckExecutions"]
+        for execution in executions:
+            evaluation = execution.get("evaluation")
+            if evaluation:
+                evaluation["metadata"] = metadata_values(evaluation.pop("metadataEntries"))
+        return executions
+
+    def observations(self, key: tuple[str, ...], limit: int = 10) -> list[dict[str, Any]]:
+        """The latest observations of an asset, newest first, metadata as {label: value}."""
+        data = self(
+            """
+            query Observations($key: AssetKeyInput!, $limit: Int) {
+              assetNodeOrError(assetKey: $key) { __typename
+                ... on AssetNode { assetObservations(limit: $limit) {
+                    timestamp runId metadataEntries { ...Metadata } } }
+                ... on AssetNotFoundError { message } } }
+            """
+            + METADATA_FRAGMENT,
+            {"key": {"path": list(key)}, "limit": limit},
+        )
+        node = data["assetNodeOrError"]
+        if node["__typename"] != "AssetNode":
+            raise GraphQLError(f"asset {list(key)}: {node}")
+        out = [
+            {
+                "timestamp": float(o["timestamp"]) / 1000.0,  # milliseconds, as a string
+                "runId": o["runId"],
+                "metadata": metadata_values(o["metadataEntries"]),
+            }
+            for o in node["assetObservations"]
+        ]
+        return sorted(out, key=lambda o: o["timestamp"], reverse=True)
+
+
+# The value of each kind of metadata entry elt_repo writes, by GraphQL type.
+METADATA_FRAGMENT = """
+fragment Metadata on MetadataEntry { __typename label
+    ... on TextMetadataEntry { text }
+    ... on IntMetadataEntry { intValue intRepr }
+    ... on FloatMetadataEntry { floatValue }
+    ... on BoolMetadataEntry { boolValue }
+    ... on PathMetadataEntry { path }
+    ... on UrlMetadataEntry { url }
+    ... on MarkdownMetadataEntry { mdStr }
+    ... on JsonMetadataEntry { jsonString }
+    ... on TimestampMetadataEntry { timestamp } }
+"""
+_METADATA_VALUES = {
+    "TextMetadataEntry": lambda e: e["text"],
+    "IntMetadataEntry": lambda e: e["intValue"] if e["intValue"] is not None else int(e["intRepr"]),
+    "FloatMetadataEntry": lambda e: e["floatValue"],
+    "BoolMetadataEntry": lambda e: e["boolValue"],
+    "PathMetadataEntry": lambda e: e["path"],
+    "UrlMetadataEntry": lambda e: e["url"],
+    "MarkdownMetadataEntry": lambda e: e["mdStr"],
+    "JsonMetadataEntry": lambda e: json.loads(e["jsonString"]),
+    "TimestampMetadataEntry": lambda e: e["timestamp"],
+}
+
+
+def metadata_values(entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """GraphQL metadata entries as {label: value}; an unexpected kind keeps its type name."""
+    return {
+        e["label"]: _METADATA_VALUES.get(e["__typename"], lambda e: f"<{e['__typename']}>")(e)
+        for e in entries
+    }
+
 
 def count_csv_rows(path: Path) -> int:
     """Data lines of a CSV: non-empty lines minus the header (the examples quote no newlines)."""

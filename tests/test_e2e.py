@@ -4,7 +4,8 @@ One module-scoped deployment: a temp DAGSTER_HOME with the project's dagster.yam
 state dir and warehouse, and a Git repo made from examples/pipelines. The tests run in order
 and each one moves the repo forward: first refresh, a materialization, a pipeline added and
 removed, a pipeline that the automation sensor materializes by itself, changed static partition
-keys, and a broken dagster.yaml.
+keys, a broken dagster.yaml (the pipeline kept at its last good version, with a failing asset
+check), and a new pipeline broken from the start (a placeholder asset with a failing check).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ EXAMPLE_KEYS = [
 CSV_ORDERS = h.EXAMPLES_DIR / "csv_orders"
 # Every run carries the commit of the manifest its definitions were built from.
 COMMIT_TAG = "elt_repo/commit"
+# The asset check on every broken pipeline, and the asset the repo sensor observes.
+CHECK = "valid_config"
+MANIFEST_KEY = ("elt_repo", "manifest")
+STORE_SALES_CONFIG = "pipelines/store_sales/dagster.yaml"
+NOT_AN_INTEGER = "Not a valid integer."
 
 
 @dataclass
@@ -105,6 +111,47 @@ class Deployment:
             check, timeout=timeout, what=f"asset keys {present} present and {list(absent)} absent"
         )
         return self.gql.assets()
+
+    def wait_for_check_on(self, pipeline: str, *, timeout: float) -> tuple[str, ...]:
+        """The one asset of `pipeline` that carries the `valid_config` check."""
+
+        def check():
+            carriers = [k for k, names in self.gql.asset_checks().items() if CHECK in names]
+            mine = [k for k in carriers if k[0] == pipeline]
+            return len(mine) == 1, {"assets with the check": carriers}
+
+        seen = self.wait(check, timeout=timeout, what=f"one {pipeline} asset with check {CHECK}")
+        (key,) = [k for k in seen["assets with the check"] if k[0] == pipeline]
+        return key
+
+    def wait_for_check_execution(
+        self, key: tuple[str, ...], *, since: float, timeout: float
+    ) -> dict[str, Any]:
+        """The latest `valid_config` execution of `key`, once one was evaluated after `since`."""
+
+        def check():
+            executions = self.gql.check_executions(key, CHECK)
+            latest = executions[0] if executions else None
+            evaluation = (latest or {}).get("evaluation")
+            return bool(evaluation and evaluation["timestamp"] >= since - 1), executions
+
+        executions = self.wait(
+            check, timeout=timeout, what=f"an evaluation of {list(key)} {CHECK} after the commit"
+        )
+        return executions[0]
+
+    def wait_for_manifest_observation(self, commit: str, *, timeout: float) -> dict[str, Any]:
+        """The metadata of the latest observation of the manifest asset, once it is `commit`."""
+
+        def check():
+            observations = self.gql.observations(MANIFEST_KEY)
+            latest = observations[0]["metadata"] if observations else {}
+            return latest.get("elt/commit") == commit, observations[:3]
+
+        (latest, *_) = self.wait(
+            check, timeout=timeout, what=f"an observation of {list(MANIFEST_KEY)} at {commit}"
+        )
+        return latest["metadata"]
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +235,41 @@ def _keys_with_prefix(assets: dict[tuple[str, ...], Any], prefix: str) -> list[t
     return sorted(k for k in assets if k[0] == prefix)
 
 
+def _checks(node: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = node["assetChecksOrError"]
+    assert checks["__typename"] == "AssetChecks", checks
+    return checks["checks"]
+
+
+def _assert_config_error(execution: dict[str, Any], path: str, field: str, message: str) -> None:
+    """A failed `valid_config` execution whose evaluation names the file, field and message."""
+    seen = json.dumps(execution, indent=1)
+    evaluation = execution["evaluation"]
+    assert execution["status"] == "FAILED", seen
+    assert evaluation is not None and evaluation["success"] is False, seen
+    assert evaluation["severity"] == "ERROR", seen
+    assert evaluation["description"].startswith(f"{path}: {field}: {message}"), seen
+    meta = evaluation["metadata"]
+    assert meta.get("elt/file") == path, seen
+    assert meta.get("elt/field") == field, seen
+    assert meta.get("elt/message") == message, seen
+    errors = meta.get("elt/errors") or ""
+    assert path in errors and field in errors and message in errors, seen
+
+
+def _enabled_pipelines_per_tool(repo: PipelinesRepo, broken: set[str]) -> dict[str, int]:
+    """Pipelines per tool as the repo's dagster.yaml files say, without disabled or new broken
+    ones (a kept pipeline counts: its last good version is in the manifest)."""
+    counts: dict[str, int] = {}
+    for config in sorted((repo.path / "pipelines").glob("*/dagster.yaml")):
+        if config.parent.name in broken:
+            continue
+        data = yaml.safe_load(config.read_text())
+        if data.get("enabled", True):
+            counts[data["tool"]] = counts.get(data["tool"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def test_first_refresh_builds_the_example_assets(deployment: Deployment) -> None:
     dep = deployment
     head = git(dep.repo.path, "rev-parse", "HEAD")
@@ -213,6 +295,13 @@ def test_first_refresh_builds_the_example_assets(deployment: Deployment) -> None
     # The disabled pipeline builds nothing, and a clean repo shows no config error.
     assert not _keys_with_prefix(assets, "legacy_export"), sorted(assets)
     assert not _keys_with_prefix(assets, "elt_config_errors"), sorted(assets)
+    # The manifest is an asset, observed by that tick: the commit, and no errors.
+    assert MANIFEST_KEY in assets, sorted(assets)
+    meta = dep.wait_for_manifest_observation(head, timeout=60)
+    assert meta["elt/error_count"] == 0 and meta["elt/errors"] == "No errors.", meta
+    assert "legacy_export" in meta["elt/disabled"], meta
+    assert meta["elt/pipelines_per_tool"] == _enabled_pipelines_per_tool(dep.repo, set()), meta
+    assert not [k for k, names in dep.gql.asset_checks().items() if names], "checks on a clean repo"
 
 
 def test_static_partitions_are_dynamic_partitions_on_the_instance(deployment: Deployment) -> None:
@@ -524,29 +613,112 @@ def test_changed_static_partition_keys_reach_the_instance_and_the_ui(
 
 
 def test_broken_config_keeps_last_good_and_shows_the_error(deployment: Deployment) -> None:
+    """store_sales' dagster.yaml breaks: its last good version stays, with a failing check.
+
+    No placeholder: the first asset of the kept pipeline carries the asset check `valid_config`,
+    and the repo sensor records its failing evaluation (file, field, message) on the refresh.
+    """
     dep = deployment
     config_path = dep.repo.folder("store_sales") / "dagster.yaml"
     text = config_path.read_text()
     assert "retries: 2" in text
     config_path.write_text(text.replace("retries: 2", "retries: many"))
+    before = time.time()
     commit = dep.repo.commit("break store_sales")
 
-    def check():
-        assets = dep.gql.assets()
-        errors = {
-            k: assets[k]["description"] for k in _keys_with_prefix(assets, "elt_config_errors")
-        }
-        ok = any("retries" in (d or "") for d in errors.values())
-        return ok, {"error assets": errors, "asset keys": sorted(assets)}
-
-    seen = dep.wait(check, timeout=60, what="an elt_config_errors asset that mentions `retries`")
+    # After the reload, exactly one store_sales asset carries the check.
+    carrier = dep.wait_for_check_on("store_sales", timeout=60)
     assets = dep.gql.assets()
-    # Every pipeline stays, store_sales at its last good version.
-    missing = [k for k in EXAMPLE_KEYS if k not in assets]
+    # Every pipeline stays, store_sales at its last good version, and with no placeholder.
+    missing = [k for k in [*EXAMPLE_KEYS, MANIFEST_KEY] if k not in assets]
     assert not missing, f"missing after the broken commit: {missing}; seen {sorted(assets)}"
-    described = [d for d in seen["error assets"].values() if "retries" in (d or "")]
-    assert any("store_sales" in d for d in described), seen["error assets"]
+    assert ("store_sales",) not in assets, sorted(assets)
+    assert not _keys_with_prefix(assets, "elt_config_errors"), sorted(assets)
+    assert carrier in assets and carrier in _keys_with_prefix(assets, "store_sales"), carrier
+
+    # The sensor recorded the failing evaluation when it refreshed to the broken commit.
+    execution = dep.wait_for_check_execution(carrier, since=before, timeout=30)
+    _assert_config_error(execution, STORE_SALES_CONFIG, "retries", NOT_AN_INTEGER)
+    # What the asset's Checks tab shows: failed, unless a run of the kept version has
+    # materialized it since (the evaluation then predates the latest materialization).
+    (check,) = [c for c in _checks(dep.gql.asset_node(carrier)) if c["name"] == CHECK]
+    latest = check["executionForLatestMaterialization"]
+    assert latest is None or latest["status"] == "FAILED", check
+
     manifest = json.loads((dep.state_dir / "manifest.json").read_text())
     assert manifest["commit"] == commit
     assert "store_sales" in manifest.get("pinned", {}), manifest.get("pinned")
     assert manifest["pinned"]["store_sales"] != commit
+
+    # The manifest asset was observed on that refresh, with the error in its table.
+    meta = dep.wait_for_manifest_observation(commit, timeout=30)
+    assert meta["elt/error_count"] >= 1, meta
+    assert STORE_SALES_CONFIG in meta["elt/errors"] and "retries" in meta["elt/errors"], meta
+    print(f"store_sales valid_config on {list(carrier)}; for the latest materialization: {latest}")
+
+
+ORDERS_API = "orders_api"
+ORDERS_API_CONFIG = f"pipelines/{ORDERS_API}/dagster.yaml"
+
+
+def test_a_new_broken_pipeline_is_a_placeholder_with_a_failing_check(
+    deployment: Deployment,
+) -> None:
+    """A pipeline that never loaded: a non-executable asset `[orders_api]` in its own group.
+
+    store_sales is still broken from the test before: both checks fail, and the manifest
+    asset counts both errors.
+    """
+    dep = deployment
+    dep.repo.write(ORDERS_API_CONFIG, {"tool": "sling", "group": "shop", "retries": "lots"})
+    dep.repo.write(
+        f"pipelines/{ORDERS_API}/replication.yaml",
+        {
+            "source": "LOCAL",
+            "target": "WAREHOUSE",
+            "streams": {"file://./data/orders.csv": {"object": "orders_api.orders"}},
+        },
+    )
+    before = time.time()
+    commit = dep.repo.commit("add orders_api, broken from the start")
+    key = (ORDERS_API,)
+    assets = dep.wait_for_keys([key, *EXAMPLE_KEYS, AUTO_EVENTS_KEY, MANIFEST_KEY], timeout=60)
+    assert not _keys_with_prefix(assets, "elt_config_errors"), sorted(assets)
+    assert [k for k in assets if k[0] == ORDERS_API] == [key], sorted(assets)
+
+    node = dep.gql.asset_node(key)
+    assert node["groupName"] == "shop", node
+    assert node["isExecutable"] is False and node["isMaterializable"] is False, node
+    assert node["jobNames"] == [], node
+    description = node["description"] or ""
+    for part in (ORDERS_API_CONFIG, "retries", NOT_AN_INTEGER):
+        assert part in description, f"{part!r} not in the description: {description!r}"
+    (check,) = [c for c in _checks(node) if c["name"] == CHECK]
+
+    execution = dep.wait_for_check_execution(key, since=before, timeout=30)
+    _assert_config_error(execution, ORDERS_API_CONFIG, "retries", NOT_AN_INTEGER)
+    # Never materialized: the Checks tab shows this evaluation, failed.
+    latest = check["executionForLatestMaterialization"]
+    assert latest is not None and latest["status"] == "FAILED", check
+    assert latest["evaluation"]["success"] is False, check
+
+    # store_sales is still kept and its check failed again on this refresh.
+    carrier = dep.wait_for_check_on("store_sales", timeout=10)
+    execution = dep.wait_for_check_execution(carrier, since=before, timeout=30)
+    _assert_config_error(execution, STORE_SALES_CONFIG, "retries", NOT_AN_INTEGER)
+
+    # The manifest asset, observed on this refresh: HEAD, both errors, pipelines per tool.
+    head = git(dep.repo.path, "rev-parse", "HEAD")
+    assert head == commit
+    meta = dep.wait_for_manifest_observation(head, timeout=30)
+    assert meta["elt/error_count"] >= 2, meta
+    for path in (STORE_SALES_CONFIG, ORDERS_API_CONFIG):
+        assert path in meta["elt/errors"], meta["elt/errors"]
+    per_tool = meta["elt/pipelines_per_tool"]
+    assert per_tool == _enabled_pipelines_per_tool(dep.repo, broken={ORDERS_API}), meta
+    assert sum(per_tool.values()) == meta["elt/pipelines"], meta
+    assert "legacy_export" in meta["elt/disabled"], meta
+    assert meta["elt/branch"] == "main" and meta["elt/repo"] == dep.repo.url, meta
+    assert isinstance(meta["elt/folders_unchanged"], int), meta
+    assert meta["elt/folders_unchanged"] >= 1, meta
+    assert meta.get("elt/discovered_at"), meta
