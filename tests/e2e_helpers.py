@@ -251,14 +251,20 @@ class GraphQL:
 
     def asset_partitions(self, key: tuple[str, ...]) -> dict[str, Any]:
         """One asset node's partition keys and partitions definition, as the webserver sees them."""
+        return self._asset_node(
+            key,
+            """partitionKeys partitionDefinition { type name
+                dimensionTypes { type dynamicPartitionsDefinitionName } }""",
+        )
+
+    def _asset_node(self, key: tuple[str, ...], fields: str) -> dict[str, Any]:
+        """`fields` of one asset node; an asset the webserver does not know is an error."""
         data = self(
             """
             query Asset($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { __typename
-                ... on AssetNode { assetKey { path } partitionKeys
-                    partitionDefinition { type name
-                        dimensionTypes { type dynamicPartitionsDefinitionName } } }
+                ... on AssetNode { assetKey { path } FIELDS }
                 ... on AssetNotFoundError { message } } }
-            """,
+            """.replace("FIELDS", fields),
             {"key": {"path": list(key)}},
         )
         node = data["assetNodeOrError"]
@@ -334,24 +340,15 @@ class GraphQL:
 
     def asset_node(self, key: tuple[str, ...]) -> dict[str, Any]:
         """One asset node: group, description, whether it can run, and its checks' latest state."""
-        data = self(
-            """
-            query Asset($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { __typename
-                ... on AssetNode { assetKey { path } groupName description
-                    isExecutable isMaterializable isObservable jobNames
-                    tags { key value }
-                    assetChecksOrError { __typename
-                        ... on AssetChecks { checks { name description canExecuteIndividually
-                            executionForLatestMaterialization { status timestamp
-                                evaluation { success } } } } } }
-                ... on AssetNotFoundError { message } } }
-            """,
-            {"key": {"path": list(key)}},
+        return self._asset_node(
+            key,
+            """groupName description isExecutable isMaterializable isObservable jobNames
+                tags { key value }
+                assetChecksOrError { __typename
+                    ... on AssetChecks { checks { name description canExecuteIndividually
+                        executionForLatestMaterialization { status timestamp
+                            evaluation { success } } } } }""",
         )
-        node = data["assetNodeOrError"]
-        if node["__typename"] != "AssetNode":
-            raise GraphQLError(f"asset {list(key)}: {node}")
-        return node
 
     def check_executions(
         self, key: tuple[str, ...], check: str, limit: int = 5
