@@ -47,6 +47,7 @@ _MARKERS = {
         "does not appear to be a git repository",
         "not a git repository",
         "returned error: 404",
+        "/' not found",  # fatal: repository 'https://host/org/repo/' not found
         "no such file or directory",
     ),
     "ref": (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -150,6 +151,7 @@ def multi_asset_args(pipeline: PipelineSpec, specs: list[AssetSpec], pool: str) 
 # Loggers of the tools whose last lines a failure carries (Sling's own output comes in its error).
 TOOL_LOGGERS = ("dlt", "dagster_sling", "sling")
 LOG_TAIL_LINES = 50
+TRACEBACK_CHARS = 8000
 
 
 class LogTail(logging.Handler):
@@ -203,6 +205,9 @@ def step_failure(
             "elt/max_attempts": attempts,
             "elt/partition": partition,
             "elt/log_tail": MetadataValue.md("```\n" + redact("\n".join(tail)) + "\n```"),
+            "elt/traceback": MetadataValue.text(
+                redact("".join(traceback.format_exception(exc)))[-TRACEBACK_CHARS:]
+            ),
         }
     )
     tables = sorted({j["table"] for j in getattr(metadata.get("failed_jobs"), "value", None) or []})
@@ -229,4 +234,6 @@ def with_failure_details(
                 f"{pipeline.name} failed (commit {context.run.tags.get(COMMIT_TAG, '?')}): "
                 f"{redact(str(exc)).splitlines()[0][:300] if str(exc) else type(exc).__name__}"
             )
-            raise step_failure(context, pipeline, exc, list(tail.lines)) from exc
+            # `from None`: the original exception, with its unredacted message, would be
+            # stored in the event log; its redacted traceback goes into the metadata instead.
+            raise step_failure(context, pipeline, exc, list(tail.lines)) from None

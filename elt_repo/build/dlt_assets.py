@@ -147,15 +147,20 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
             pipelines_dir=str(ctx.settings.dlt_dir),
         )
         started = datetime.now(UTC)
-        results = list(
-            dlt.run(
-                context=context,
-                dlt_source=_source(pinned.folder, spec, partition),
-                dlt_pipeline=dlt_pipeline,
-                dagster_dlt_translator=EltDltTranslator(pipeline),
-                loader_file_format=LOADER_FILE_FORMAT,
+        try:
+            results = list(
+                dlt.run(
+                    context=context,
+                    dlt_source=_source(pinned.folder, spec, partition),
+                    dlt_pipeline=dlt_pipeline,
+                    dagster_dlt_translator=EltDltTranslator(pipeline),
+                    loader_file_format=LOADER_FILE_FORMAT,
+                )
             )
-        )
+        except Exception:
+            # dlt pickles the failed step's exception, unredacted, into its trace file.
+            (Path(dlt_pipeline.working_dir) / "trace.pickle").unlink(missing_ok=True)
+            raise
         facts = RunFacts(
             spec, pinned.commit, ctx.manifest.url, partition, started, datetime.now(UTC)
         )
