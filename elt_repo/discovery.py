@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from elt_repo.dlt_inspect import InspectError, inspect_run, list_resources
+from elt_repo.dlt_inspect import InspectError, InspectorPool, inspect_run, list_resources
 from elt_repo.layout import (
     CONFIG_FILE,
     RUN_FILE,
@@ -33,6 +33,9 @@ from elt_repo.schemas import (
 )
 from elt_repo.schemas.fields import NAME
 from elt_repo.settings import SettingsError
+
+# Worker processes that list dlt sources: each imports dlt once (about a second here).
+INSPECT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ class Discoverer:
         self.timeout = timeout
         self.trees = trees or {}
         self.prior = prior or {}
+        self.pool: InspectorPool | None = None
 
     def _load(self, folder: Path) -> PipelineSpec:
         rel_folder = folder.relative_to(self.root).as_posix()
@@ -184,6 +188,7 @@ class Discoverer:
                 dlt["partition_args"],
                 self.timeout,
                 self.env,
+                self.pool,
             )
         except InspectError as exc:
             raise config_error(rel, exc.field or "dlt.source", str(exc)) from None
@@ -196,7 +201,7 @@ class Discoverer:
     ) -> PipelineSpec:
         """A reference-project pipeline: `run(partition_key=None)` builds and runs dlt itself."""
         try:
-            accepts_key = inspect_run(folder, RUN_FILE, self.timeout, self.env)
+            accepts_key = inspect_run(folder, RUN_FILE, self.timeout, self.env, self.pool)
         except InspectError as exc:
             raise config_error(f"{rel_folder}/{RUN_FILE}", "run", str(exc)) from None
         spec = spec_from_config(config, **common)
@@ -230,8 +235,13 @@ class Discoverer:
         folders = list(find_pipeline_folders(base))
         reused = [self._reusable(f) for f in folders]
         todo = [f for f, r in zip(folders, reused, strict=True) if r is None]
-        with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
-            fresh = iter(list(pool.map(self._try_load, todo)))
+        # dlt sources are listed by a few long-lived workers: dlt is imported once per worker.
+        with (
+            InspectorPool(self.env, self.timeout, workers=INSPECT_WORKERS) as self.pool,
+            ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as threads,
+        ):
+            fresh = iter(list(threads.map(self._try_load, todo)))
+        self.pool = None
         loaded = [r if r is not None else next(fresh) for r in reused]
         records = {}
         for folder, result in zip(folders, loaded, strict=True):

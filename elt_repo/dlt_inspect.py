@@ -1,17 +1,24 @@
 """List a dlt source's resources in a subprocess, so a hanging or crashing import stays contained.
 
-Run as `python -m elt_repo.dlt_inspect` with a JSON request on stdin; prints a JSON reply.
+Workers run as `python -m elt_repo.dlt_inspect --serve`: one JSON request per line on stdin,
+one marked JSON reply per request on stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import inspect
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -146,8 +153,9 @@ def list_resources(
     partition_args: Mapping[str, str],
     timeout: float,
     env: Mapping[str, str],
+    pool: InspectorPool | None = None,
 ) -> tuple[DltResourceSpec, ...]:
-    """List resources by importing the source in a child process with a timeout."""
+    """List resources by importing the source in a worker process, with a timeout."""
     file, _, function = source.partition(":")
     request = {
         "mode": "resources",
@@ -157,60 +165,180 @@ def list_resources(
         "args": args,
         "partition_args": dict(partition_args),
     }
-    payload = _in_child(request, folder, timeout, env)
+    payload = _ask(request, timeout, env, pool)
     return tuple(DltResourceSpec(**r) for r in payload["resources"])
 
 
-def inspect_run(folder: Path, file: str, timeout: float, env: Mapping[str, str]) -> bool:
-    """Check a reference-style `run` in a child process; returns whether it takes partition_key."""
+def inspect_run(
+    folder: Path,
+    file: str,
+    timeout: float,
+    env: Mapping[str, str],
+    pool: InspectorPool | None = None,
+) -> bool:
+    """Check a reference-style `run` in a worker process; returns whether it takes partition_key."""
     request = {"mode": "run", "folder": str(folder), "file": file}
-    return bool(_in_child(request, folder, timeout, env)["run"]["accepts_partition_key"])
+    return bool(_ask(request, timeout, env, pool)["run"]["accepts_partition_key"])
 
 
-def _in_child(
-    request: Mapping[str, Any], folder: Path, timeout: float, env: Mapping[str, str]
+def _ask(
+    request: Mapping[str, Any],
+    timeout: float,
+    env: Mapping[str, str],
+    pool: InspectorPool | None,
 ) -> dict[str, Any]:
-    """Run one inspection in `python -m elt_repo.dlt_inspect`; any failure is an InspectError."""
-    what = "listing resources" if request["mode"] == "resources" else "inspecting run()"
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "elt_repo.dlt_inspect"],
-            input=json.dumps(request),
-            capture_output=True,
+    if pool is not None:
+        return pool.ask(request)
+    with InspectorPool(env, timeout, workers=1) as one_off:
+        return one_off.ask(request)
+
+
+_REPLY = "\x1eelt_inspect_reply "
+
+
+class _Worker:
+    """One `python -m elt_repo.dlt_inspect --serve`: imports dlt once, answers many requests."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "elt_repo.dlt_inspect", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            cwd=folder,
             env=dict(env),
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        raise InspectError(f"{what} timed out after {timeout:g}s") from None
-    reply = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    try:
+        self.stderr: deque[str] = deque(maxlen=20)
+        self.replies: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # a pipeline may print: only marked lines are replies
+            if line.startswith(_REPLY):
+                self.replies.put(line[len(_REPLY) :])
+        self.replies.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if line.strip():
+                self.stderr.append(line.strip())
+
+    def ask(self, request: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        what = "listing resources" if request["mode"] == "resources" else "inspecting run()"
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            reply = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            self.stop()
+            raise InspectError(f"{what} timed out after {timeout:g}s") from None
+        except OSError:
+            reply = None
+        if reply is None:
+            self.proc.wait(timeout=5)
+            time.sleep(0.05)  # let the stderr reader catch the last line
+            tail = self.stderr[-1] if self.stderr else f"exit code {self.proc.returncode}"
+            raise InspectError(f"{what} crashed: {tail}")
         payload = json.loads(reply)
-    except ValueError:
-        tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        raise InspectError(f"{what} crashed: {tail}") from None
-    if "error" in payload:
-        raise InspectError(payload["error"], payload.get("field"))
-    return payload
+        if "error" in payload:
+            raise InspectError(payload["error"], payload.get("field"))
+        return payload
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
 
 
-def main() -> None:
-    """Child process entry point: read the request on stdin, print one JSON line."""
-    request = json.loads(sys.stdin.read())
+class InspectorPool:
+    """A few long-lived worker processes that inspect dlt pipelines for one discovery.
+
+    Importing dlt costs about a second; each worker pays it once, not once per pipeline. A
+    worker that hangs past `timeout` or crashes is replaced; each request runs in a clean
+    module namespace, and the pipeline's own modules are dropped after it.
+    """
+
+    def __init__(self, env: Mapping[str, str], timeout: float, workers: int = 2):
+        self.env, self.timeout = dict(env), timeout
+        self.idle: queue.Queue[_Worker | None] = queue.Queue()
+        for _ in range(max(1, workers)):
+            self.idle.put(None)  # started on first use
+        self.started: list[_Worker] = []
+        self.lock = threading.Lock()
+
+    def ask(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        worker = self.idle.get()
+        try:
+            if worker is None or not worker.alive:
+                worker = _Worker(self.env)
+                with self.lock:
+                    self.started.append(worker)
+            return worker.ask(request, self.timeout)
+        finally:
+            self.idle.put(worker if worker is not None and worker.alive else None)
+
+    def close(self) -> None:
+        with self.lock:
+            workers, self.started = self.started, []
+        for worker in workers:
+            if worker.alive and worker.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    worker.proc.stdin.close()
+            worker.stop()
+
+    def __enter__(self) -> InspectorPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
+    """One request, in this process: the reply, or the error as one line."""
+    before = set(sys.modules)
+    path_before = list(sys.path)
+    cwd = os.getcwd()
     try:
+        os.chdir(request["folder"])
         if request["mode"] == "run":
-            reply: dict[str, Any] = {"run": _inspect_run(request)}
-        else:
-            reply = {"resources": _list(request)}
+            return {"run": _inspect_run(request)}
+        return {"resources": _list(request)}
     except InspectError as exc:
-        reply = {"error": str(exc), "field": exc.field}
+        return {"error": str(exc), "field": exc.field}
     except BaseException as exc:  # the pipeline's own code may raise anything
-        reply = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-    sys.stdout.write("\n" + json.dumps(reply) + "\n")
-    sys.stdout.flush()
+        return {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = path_before
+        folder = str(Path(request["folder"]).resolve())
+        for name in set(sys.modules) - before:  # the pipeline's modules, not libraries
+            file = getattr(sys.modules.get(name), "__file__", None) or ""
+            if name.startswith("elt_pipeline_") or file.startswith(folder):
+                sys.modules.pop(name, None)
+
+
+def serve() -> None:
+    """Worker entry point: one JSON request per stdin line, one marked JSON reply per request."""
+    import dlt  # noqa: F401  (paid once per worker, not per pipeline)
+
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        reply = _answer(json.loads(line))
+        sys.stdout.write("\n" + _REPLY + json.dumps(reply) + "\n")
+        sys.stdout.flush()
     os._exit(0)  # skip atexit hooks a pipeline module may have registered
 
 
 if __name__ == "__main__":
-    main()
+    serve()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -65,6 +66,10 @@ class Manifest:
 
     def fingerprint(self) -> str:
         """A hash of everything but the discovery time: equal fingerprints build equal definitions."""
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
         data = self.to_dict()
         data.pop("discovered_at")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -73,6 +78,11 @@ class Manifest:
         return replace(self, errors=errors)
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (a fresh top level over cached contents: do not mutate below it)."""
+        return dict(self._dict)
+
+    @functools.cached_property
+    def _dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,
             "commit": self.commit,
@@ -161,8 +171,9 @@ class ManifestStore:
         if manifest.commit:
             self.by_commit_dir.mkdir(exist_ok=True)
             _write_atomic(self.by_commit_dir / f"{manifest.commit}.json", text)
-        if self._read(self.path) is not None:
-            _write_atomic(self.previous_path, self.path.read_text())
+        current = _readable_json(self.path)
+        if current is not None:  # keep the one being replaced as the previous good manifest
+            _write_atomic(self.previous_path, current)
         _write_atomic(self.path, text)
 
     def prune(self, keep: set[str]) -> None:
@@ -172,6 +183,15 @@ class ManifestStore:
         for path in self.by_commit_dir.glob("*.json"):
             if path.stem not in keep:
                 path.unlink(missing_ok=True)
+
+
+def _readable_json(path: Path) -> str | None:
+    """The file's text if it is a manifest of this format (a cheap check: JSON only)."""
+    try:
+        text = path.read_text()
+        return text if json.loads(text).get("format") == FORMAT_VERSION else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _write_atomic(path: Path, text: str) -> None:

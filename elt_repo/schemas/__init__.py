@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -146,10 +147,15 @@ def _convert(tp: Any, value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _fields_of(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    """A dataclass's resolved type hints and field names (resolving them is slow: cache it)."""
+    return typing.get_type_hints(cls), frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def spec_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
     """Rebuild a spec dataclass (and its nested specs) from `spec_to_dict` output."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    hints, known = _fields_of(cls)
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")

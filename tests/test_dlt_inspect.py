@@ -1,0 +1,70 @@
+"""dlt sources are listed by a few long-lived workers: dlt imported once, pipelines isolated."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from elt_repo.dlt_inspect import InspectError, InspectorPool, list_resources
+
+SOURCE = """
+import os
+from helpers import TABLE
+
+with open(os.environ["PID_LOG"], "a") as log:
+    log.write(f"{{os.getpid()}}\\n")
+
+import dlt
+
+@dlt.resource(table_name=TABLE)
+def rows():
+    yield {{"n": 1}}
+
+@dlt.source
+def src():
+    print("a pipeline that prints to stdout while it is imported")
+    return rows
+"""
+
+
+def pipeline(root: Path, name: str, table: str) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "helpers.py").write_text(f"TABLE = {table!r}\n")  # same module name in each folder
+    (folder / "pipeline.py").write_text(SOURCE.format())
+    return folder
+
+
+def listed(pool: InspectorPool, folder: Path) -> list[str]:
+    specs = list_resources(folder, "pipeline.py:src", {}, {}, 30, pool.env, pool)
+    return [r.table_name for r in specs]
+
+
+def test_one_worker_lists_many_pipelines_each_with_its_own_modules(tmp_path: Path) -> None:
+    log = tmp_path / "pids.log"
+    env = {**os.environ, "PID_LOG": str(log)}
+    folders = [pipeline(tmp_path, f"p{i}", f"table_{i}") for i in range(4)]
+    with InspectorPool(env, timeout=30, workers=1) as pool:
+        assert [listed(pool, f) for f in folders] == [[f"table_{i}"] for i in range(4)]
+    pids = log.read_text().split()
+    assert len(pids) == 4 and len(set(pids)) == 1  # four imports, one process
+
+
+def test_a_hanging_or_crashing_pipeline_only_costs_its_own_worker(tmp_path: Path) -> None:
+    env = {**os.environ, "PID_LOG": str(tmp_path / "pids.log")}
+    hang = tmp_path / "hang"
+    hang.mkdir()
+    (hang / "pipeline.py").write_text("import time\ntime.sleep(60)\n")
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    (crash / "pipeline.py").write_text("import os\nos._exit(3)\n")
+    good = pipeline(tmp_path, "good", "fine")
+    with InspectorPool(env, timeout=5, workers=1) as pool:
+        with pytest.raises(InspectError, match="timed out after 5s"):
+            listed(pool, hang)
+        assert listed(pool, good) == ["fine"]
+        with pytest.raises(InspectError, match="crashed: exit code 3"):
+            listed(pool, crash)
+        assert listed(pool, good) == ["fine"]
