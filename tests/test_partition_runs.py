@@ -338,3 +338,26 @@ def test_a_pipeline_that_always_fails_stops_after_its_retries_with_the_error(
     assert "flaky failed on attempt 3 of 3" in data.description
     assert "pw-0f-the-loader" not in data.description + meta["elt/error"] + meta["elt/log_tail"]
     assert "upstream unavailable (call 3)" in meta["elt/log_tail"]  # the tool's last log lines
+
+
+def test_a_warehouse_loaded_before_created_day_existed_still_loads(loader: Loader) -> None:
+    """Upgrading the example: DuckDB cannot add a NOT NULL column to an existing table."""
+    path = "pipelines/github_issues/pipeline.py"
+    current = (EXAMPLES_DIR / "github_issues" / "pipeline.py").read_text()
+    old = (
+        current.replace('yield {**row, "created_day": created_at.date()}', "yield row")
+        .replace('merge_key="created_day",', "")
+        .replace('"created_day": {"data_type": "date", "nullable": True},', "")
+        .replace('columns={"created_day": {"data_type": "date", "nullable": True}},', "")
+    )
+    assert "created_day" not in old.replace("`created_day`", "").split('"""', 2)[2]
+    loader.repo.write(path, old)
+    loader.repo.commit("the example before created_day")
+    loader.reload()
+    assert loader.run("github_issues__dlt", "2024-01-10").success
+    loader.repo.write(path, current)
+    loader.repo.commit("the example with created_day")
+    loader.reload()
+    assert loader.run("github_issues__dlt", "2024-01-11").success
+    days = loader.query("select distinct created_day from github.issues order by 1")
+    assert {str(d) for (d,) in days} == {"None", "2024-01-11"}  # old rows keep a null day

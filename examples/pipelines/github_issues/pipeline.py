@@ -77,6 +77,9 @@ def github_source(
         columns={
             "closed_at": {"data_type": "timestamp", "nullable": True},
             "state_reason": {"data_type": "text", "nullable": True},
+            # Nullable so DuckDB can add it to a table loaded before it existed
+            # (it cannot add a column with a NOT NULL constraint).
+            "created_day": {"data_type": "date", "nullable": True},
         },
     )
     def issues() -> Iterator[dict[str, Any]]:
@@ -87,6 +90,7 @@ def github_source(
         write_disposition={"disposition": "merge", "strategy": "delete-insert"},
         primary_key="id",
         merge_key="created_day",
+        columns={"created_day": {"data_type": "date", "nullable": True}},
     )
     def comments() -> Iterator[dict[str, Any]]:
         """Issue comments, windowed by their own created_at."""
