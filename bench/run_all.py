@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Run every benchmark, one after another: the numbers that go into BENCHMARKS.md.
+
+.venv/bin/python bench/run_all.py           # the sizes BENCHMARKS.md quotes
+.venv/bin/python bench/run_all.py --tiny    # each once at a tiny size (what CI runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+# script -> (arguments for BENCHMARKS.md, arguments for a tiny smoke run)
+BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
+    "bench_loader_format.py": (
+        ["--rows", "200000", "--repeats", "3"],
+        ["--rows", "200", "--repeats", "1"],
+    ),
+    "bench_refresh.py": (["--repeats", "9"], ["--repeats", "1"]),
+    "bench_backfill.py": (["--days", "30", "--repeats", "5"], ["--days", "2", "--repeats", "1"]),
+    "bench_discovery.py": (
+        ["--sizes", "10", "100", "1000", "--repeats", "5"],
+        ["--sizes", "2", "6", "--repeats", "1"],
+    ),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="each benchmark once, tiny inputs")
+    parser.add_argument("only", nargs="*", help="run only these scripts")
+    args = parser.parse_args()
+    failed = []
+    for script, (full, tiny) in BENCHMARKS.items():
+        if args.only and script not in args.only:
+            continue
+        argv = [sys.executable, str(BENCH / script), *(tiny if args.tiny else full)]
+        print(f"\n=== {' '.join(argv[1:])}", flush=True)
+        if subprocess.run(argv, cwd=BENCH.parent).returncode != 0:
+            failed.append(script)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
