@@ -7,9 +7,10 @@ import logging
 import re
 import traceback
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from elt_repo.build.automation import automation_condition
 from elt_repo.build.metadata import code_references, definition_metadata
 from elt_repo.build.partitions import backfill_policy, partitions_def
 from elt_repo.build.retries import retry_policy
+from elt_repo.build.run_metadata import RunFacts
 from elt_repo.manifest import Manifest, ManifestStore
 from elt_repo.redact import redact
 from elt_repo.schemas import PipelineSpec
@@ -44,6 +46,12 @@ class Pinned:
     code_commit: str | None  # the commit whose worktree holds the code (older if kept last good)
 
 
+def run_commit(context: AssetExecutionContext) -> str | None:
+    """The run's `elt_repo/commit` tag, read fresh: a step may have added it since the run began."""
+    run = context.instance.get_run_by_id(context.run.run_id)
+    return run.tags.get(COMMIT_TAG) if run else None
+
+
 @dataclass(frozen=True)
 class BuildContext:
     """The manifest and settings that one build of the definitions works from."""
@@ -56,8 +64,19 @@ class BuildContext:
 
     def folder(self, pipeline: PipelineSpec) -> Path:
         """The pipeline's folder inside the worktree of the commit its runs are pinned to."""
-        commit = self.commit(pipeline) or "none"
-        return self.settings.repo_state_dir / "worktrees" / commit / pipeline.folder
+        return self.worktree_folder(self.commit(pipeline), pipeline)
+
+    def worktree_folder(self, commit: str | None, pipeline: PipelineSpec) -> Path:
+        """The pipeline's folder inside the worktree of `commit`."""
+        return self.settings.repo_state_dir / "worktrees" / (commit or "none") / pipeline.folder
+
+    def run_facts(
+        self, pinned: Pinned, partition: Mapping[str, Any], started: datetime
+    ) -> RunFacts:
+        """What the metadata of a run that started at `started` and ends now says of it."""
+        return RunFacts(
+            pinned.pipeline, pinned.commit, self.manifest.url, partition, started, datetime.now(UTC)
+        )
 
     def pinned(self, context: AssetExecutionContext, pipeline: PipelineSpec) -> Pinned:
         """The spec and code a run uses: those of the commit in its `elt_repo/commit` tag.
@@ -67,8 +86,7 @@ class BuildContext:
         from. Either way every step of the run then reads the same commit, even when newer
         commits have arrived and the code location has been reloaded since.
         """
-        run = context.instance.get_run_by_id(context.run.run_id)
-        commit = run.tags.get(COMMIT_TAG) if run else None
+        commit = run_commit(context)
         if not commit and self.manifest.commit:
             commit = self.manifest.commit
             context.instance.add_run_tags(context.run.run_id, {COMMIT_TAG: commit})
@@ -83,7 +101,7 @@ class BuildContext:
             )
             manifest, spec = self.manifest, pipeline
         code_commit = manifest.commit_for(spec)
-        folder = self.settings.repo_state_dir / "worktrees" / (code_commit or "none") / spec.folder
+        folder = self.worktree_folder(code_commit, spec)
         context.log.info(
             f"{spec.name}: commit {commit}, code from {code_commit}"
             + (f", partition {context.partition_key}" if context.has_partition_key else "")
@@ -230,10 +248,8 @@ def with_failure_details(
         try:
             yield from body
         except Exception as exc:
-            context.log.error(
-                f"{pipeline.name} failed (commit {context.run.tags.get(COMMIT_TAG, '?')}): "
-                f"{redact(str(exc)).splitlines()[0][:300] if str(exc) else type(exc).__name__}"
-            )
+            failure = step_failure(context, pipeline, exc, list(tail.lines))
+            context.log.error(f"{failure.description} (commit {run_commit(context) or '?'})")
             # `from None`: the original exception, with its unredacted message, would be
             # stored in the event log; its redacted traceback goes into the metadata instead.
-            raise step_failure(context, pipeline, exc, list(tail.lines)) from None
+            raise failure from None

@@ -30,7 +30,7 @@ from elt_repo.build.partitions import (
     partition_kwargs,
     partition_values,
 )
-from elt_repo.build.run_metadata import RunFacts, with_metadata
+from elt_repo.build.run_metadata import with_metadata
 from elt_repo.dlt_inspect import call_source, import_pipeline_module, table_name
 from elt_repo.pipeline_files import resolve_args
 from elt_repo.schemas import PipelineSpec
@@ -161,9 +161,7 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
             # dlt pickles the failed step's exception, unredacted, into its trace file.
             (Path(dlt_pipeline.working_dir) / "trace.pickle").unlink(missing_ok=True)
             raise
-        facts = RunFacts(
-            spec, pinned.commit, ctx.manifest.url, partition, started, datetime.now(UTC)
-        )
+        facts = ctx.run_facts(pinned, partition, started)
         catalog = ctx.settings.warehouse.stem if destination_kind(spec) == "duckdb" else None
         figures = table_figures(dlt_pipeline, [r.asset_key for r in results], catalog)
         yield from with_metadata(results, facts, figures)

@@ -22,7 +22,7 @@ from elt_repo.build.common import (
     with_failure_details,
 )
 from elt_repo.build.load_info import load_info_metadata, other_result_metadata
-from elt_repo.build.run_metadata import RunFacts, with_metadata
+from elt_repo.build.run_metadata import with_metadata
 from elt_repo.dlt_inspect import import_pipeline_module
 from elt_repo.schemas import PipelineSpec
 
@@ -73,9 +73,7 @@ def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefi
         else:
             metadata = other_result_metadata(result)
         partition = {} if partition_key is None else {"partition_key": partition_key}
-        facts = RunFacts(
-            pinned.pipeline, pinned.commit, ctx.manifest.url, partition, started, datetime.now(UTC)
-        )
+        facts = ctx.run_facts(pinned, partition, started)
         yield from with_metadata([MaterializeResult(asset_key=spec.key, metadata=metadata)], facts)
 
     @multi_asset(**multi_asset_args(pipeline, [spec], duckdb_pool(ctx.settings.warehouse)))

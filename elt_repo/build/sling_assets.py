@@ -28,7 +28,7 @@ from elt_repo.build.common import (
     with_failure_details,
 )
 from elt_repo.build.partitions import partition_values
-from elt_repo.build.run_metadata import RunFacts, with_metadata
+from elt_repo.build.run_metadata import with_metadata
 from elt_repo.build.sling_resource import WAREHOUSE, EltSlingResource
 from elt_repo.pipeline_files import (
     fill_partition_vars,
@@ -158,9 +158,7 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
                 context=context, replication_config=config, dagster_sling_translator=translator
             ).fetch_row_count()
         )
-        facts = RunFacts(
-            pinned.pipeline, pinned.commit, ctx.manifest.url, partition, started, datetime.now(UTC)
-        )
+        facts = ctx.run_facts(pinned, partition, started)
         figures = {}
         if run_spec.target == WAREHOUSE:
             defaults = config.get("defaults") or {}
