@@ -1,26 +1,134 @@
-"""Tiny timing helpers shared by the benchmarks: interleaved repeats, medians, ratios."""
+"""Timing helpers shared by the benchmarks: interleaved repeats, median/min/max, peak RSS, ratios."""
 
 from __future__ import annotations
 
+import os
 import statistics
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time per case; cases run interleaved so machine noise hits them alike."""
-    samples: dict[str, list[float]] = {name: [] for name in cases}
+@dataclass
+class Result:
+    """Wall times of one case's repeats, and the highest RSS seen while any of them ran."""
+
+    samples: list[float] = field(default_factory=list)
+    peak_rss: int = 0  # bytes
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
+
+    @property
+    def max(self) -> float:
+        return max(self.samples)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text()
+            found.extend(int(child) for child in text.split())
+    except OSError:  # the process ended while we looked
+        pass
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def tree_rss(pid: int, include_self: bool = True) -> int:
+    """RSS of a process and all its descendants, from /proc (bytes)."""
+    total = _rss(pid) if include_self else 0
+    stack = _children(pid)
+    while stack:
+        child = stack.pop()
+        total += _rss(child)
+        stack.extend(_children(child))
+    return total
+
+
+class RssSampler:
+    """Samples RSS every `interval` seconds in a thread and keeps the peak.
+
+    scope="tree": this process plus its descendants (in-process cases);
+    scope="children": only the descendants (cases that run a subprocess, so the benchmark's own
+    interpreter does not count).
+    """
+
+    def __init__(self, scope: str = "tree", interval: float = 0.005) -> None:
+        self.include_self = scope == "tree"
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(pid, self.include_self))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_rss(os.getpid(), self.include_self))
+
+
+def measure(
+    cases: dict[str, Callable[[], object]], repeats: int, rss: str = "tree"
+) -> dict[str, Result]:
+    """Time each case `repeats` times, interleaved so machine noise hits them alike.
+
+    `rss` is the RssSampler scope: "tree" for cases that run in this process, "children" for
+    cases that each run a subprocess.
+    """
+    results = {name: Result() for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
-            started = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            with RssSampler(rss) as sampler:
+                started = time.perf_counter()
+                fn()
+                elapsed = time.perf_counter() - started
+            results[name].samples.append(elapsed)
+            results[name].peak_rss = max(results[name].peak_rss, sampler.peak)
+    return results
 
 
-def report(title: str, medians: dict[str, float], baseline: str) -> None:
-    """Print each median and its ratio to the baseline measured in the same run."""
-    print(f"\n{title} (median; ratio to '{baseline}')")
-    base = medians[baseline]
-    for name, value in medians.items():
-        print(f"  {name:<40} {value:8.3f} s   x{value / base:5.2f}")
+def mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def report(title: str, results: dict[str, Result], baseline: str) -> None:
+    """Print each case's median, min, max and peak RSS, with ratios to the same-run baseline."""
+    base = results[baseline]
+    print(f"\n{title} (ratio to '{baseline}'; {len(base.samples)} runs each)")
+    print(
+        f"  {'case':<52} {'median':>9} {'min':>9} {'max':>9} {'ratio':>6}"
+        f" {'peak RSS':>10} {'RSS ratio':>9}"
+    )
+    for name, r in results.items():
+        rss_ratio = f"x{r.peak_rss / base.peak_rss:.2f}" if base.peak_rss else "-"
+        print(
+            f"  {name:<52} {r.median:8.3f}s {r.min:8.3f}s {r.max:8.3f}s"
+            f" x{r.median / base.median:5.2f} {mib(r.peak_rss):>10} {rss_ratio:>9}",
+            flush=True,
+        )

@@ -7,7 +7,8 @@ Each repo has N pipelines: half dlt (3 resources each), half Sling (3 streams ea
 file:// Git repo. Full refresh: clone, worktree and discovery of every pipeline with no
 manifest to reuse. The marginal cost per pipeline is (T(N) - T(smallest)) / (N - smallest).
 Incremental: a commit that changes 1 pipeline of the largest repo, then a refresh that
-re-discovers only that folder, against a full re-discovery of the same commit.
+re-discovers only that folder, against a full re-discovery of the same commit; once with the
+inspector workers warm (a code server's sensor between commits) and once cold (after a start).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT))
 from _timing import measure, report  # noqa: E402
 
+from elt_repo.dlt_inspect import close_shared_pools  # noqa: E402
 from elt_repo.manifest import ManifestStore  # noqa: E402
 from elt_repo.refresh import refresh  # noqa: E402
 from elt_repo.settings import Settings, load_settings  # noqa: E402
@@ -87,8 +89,10 @@ def settings_for(repo: Path, state: Path) -> Settings:
 
 
 def fresh_refresh(repo: Path, state: Path) -> None:
-    """Clone and discover everything: no state, no manifest."""
+    """Clone and discover everything: no state, no manifest, no inspector worker running yet
+    (as `scripts/refresh.py` on a new deployment)."""
     shutil.rmtree(state, ignore_errors=True)
+    close_shared_pools()
     result = refresh(settings_for(repo, state))
     assert result.error is None and not result.manifest.errors, result.manifest.errors
 
@@ -112,9 +116,10 @@ def main() -> None:
         report("full refresh (clone + discover all)", medians, f"full refresh, N={sizes[0]}")
         small, large = sizes[0], sizes[-1]
         if large > small:
-            per = (medians[f"full refresh, N={large}"] - medians[f"full refresh, N={small}"]) / (
-                large - small
-            )
+            per = (
+                medians[f"full refresh, N={large}"].median
+                - medians[f"full refresh, N={small}"].median
+            ) / (large - small)
             print(f"  marginal cost per pipeline (N={small} to N={large}): {per * 1000:.1f} ms")
 
         # Incremental: one pipeline of the largest repo changes.
@@ -130,29 +135,36 @@ def main() -> None:
             target.write_text(f"dlt: {{source: pipeline.py:src}}\nretries: {counter['n']}\n")
             git(repo, "commit", "-qam", f"change {counter['n']}")
 
-        def change_one_then_refresh() -> None:
+        def change_one_then_refresh(cold: bool = False) -> None:
             change_one()
+            if cold:
+                close_shared_pools()
             result = refresh(settings, known_commit=store.read().commit)
             assert result.reused == large - 1, result.reused
 
-        def change_one_then_full_rediscovery() -> None:
+        def change_one_then_full_rediscovery(cold: bool = False) -> None:
             change_one()
+            if cold:
+                close_shared_pools()
             store.path.unlink(missing_ok=True)
             store.previous_path.unlink(missing_ok=True)  # nothing to reuse
             assert refresh(settings).reused == 0
 
-        medians = measure(
-            {
-                f"1 of {large} changed, full re-discovery": change_one_then_full_rediscovery,
-                f"1 of {large} changed, incremental": change_one_then_refresh,
-            },
-            args.repeats,
-        )
-        report(
-            f"refresh after a commit, N={large}",
-            medians,
-            f"1 of {large} changed, full re-discovery",
-        )
+        # Warm: the repo sensor in a running code server, whose inspector workers stay up for
+        # 5 minutes between discoveries. Cold: the first tick after a start or a quiet spell.
+        for state_of_workers, cold in (("warm", False), ("cold", True)):
+            baseline = f"1 of {large} changed, full re-discovery, {state_of_workers} workers"
+            results = measure(
+                {
+                    baseline: lambda cold=cold: change_one_then_full_rediscovery(cold),
+                    f"1 of {large} changed, incremental, {state_of_workers} workers": (
+                        lambda cold=cold: change_one_then_refresh(cold)
+                    ),
+                },
+                args.repeats,
+            )
+            report(f"refresh after a commit, N={large}", results, baseline)
+        close_shared_pools()
 
 
 if __name__ == "__main__":

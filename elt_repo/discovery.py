@@ -11,7 +11,13 @@ from typing import Any
 
 import yaml
 
-from elt_repo.dlt_inspect import InspectError, InspectorPool, inspect_run, list_resources
+from elt_repo.dlt_inspect import (
+    InspectError,
+    InspectorPool,
+    inspect_run,
+    list_resources,
+    shared_pool,
+)
 from elt_repo.layout import (
     CONFIG_FILE,
     RUN_FILE,
@@ -236,10 +242,8 @@ class Discoverer:
         reused = [self._reusable(f) for f in folders]
         todo = [f for f, r in zip(folders, reused, strict=True) if r is None]
         # dlt sources are listed by a few long-lived workers: dlt is imported once per worker.
-        with (
-            InspectorPool(self.env, self.timeout, workers=INSPECT_WORKERS) as self.pool,
-            ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as threads,
-        ):
+        self.pool = shared_pool(self.env, self.timeout, INSPECT_WORKERS)
+        with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as threads:
             fresh = iter(list(threads.map(self._try_load, todo)))
         self.pool = None
         loaded = [r if r is not None else next(fresh) for r in reused]

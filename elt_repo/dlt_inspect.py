@@ -6,6 +6,7 @@ one marked JSON reply per request on stdout.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import importlib.util
@@ -268,16 +269,33 @@ class InspectorPool:
     module namespace, and the pipeline's own modules are dropped after it.
     """
 
-    def __init__(self, env: Mapping[str, str], timeout: float, workers: int = 2):
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        timeout: float,
+        workers: int = 2,
+        idle_seconds: float | None = None,
+    ):
         self.env, self.timeout = dict(env), timeout
-        self.idle: queue.Queue[_Worker | None] = queue.Queue()
+        # Last in, first out: an idle running worker is reused before another one is started.
+        self.idle: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
         for _ in range(max(1, workers)):
             self.idle.put(None)  # started on first use
         self.started: list[_Worker] = []
         self.lock = threading.Lock()
+        # Workers left running between discoveries stop after `idle_seconds` without a request.
+        self.idle_seconds = idle_seconds
+        self.busy = 0
+        self.last_used = time.monotonic()
+        self._reaper: threading.Timer | None = None
 
     def ask(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            self.busy += 1
         worker = self.idle.get()
+        with self.lock:
+            if worker is not None and worker not in self.started:
+                worker = None  # stopped by close() or the idle reaper meanwhile
         try:
             if worker is None or not worker.alive:
                 worker = _Worker(self.env)
@@ -286,10 +304,39 @@ class InspectorPool:
             return worker.ask(request, self.timeout)
         finally:
             self.idle.put(worker if worker is not None and worker.alive else None)
+            with self.lock:
+                self.busy -= 1
+                self.last_used = time.monotonic()
+                if self.idle_seconds is not None and self._reaper is None:
+                    self._reaper = threading.Timer(self.idle_seconds, self._reap)
+                    self._reaper.daemon = True
+                    self._reaper.start()
+
+    def _reap(self) -> None:
+        """Stop the workers once no request has come for `idle_seconds`; else check again later."""
+        assert self.idle_seconds is not None
+        with self.lock:
+            self._reaper = None
+            left = self.last_used + self.idle_seconds - time.monotonic()
+            if self.busy or left > 0:
+                self._reaper = threading.Timer(max(left, 1.0), self._reap)
+                self._reaper.daemon = True
+                self._reaper.start()
+                return
+            workers, self.started = self.started, []
+        self._stop(workers)
 
     def close(self) -> None:
+        """Stop every worker. The pool stays usable: a later request starts a new one."""
         with self.lock:
             workers, self.started = self.started, []
+            if self._reaper is not None:
+                self._reaper.cancel()
+                self._reaper = None
+        self._stop(workers)
+
+    @staticmethod
+    def _stop(workers: list[_Worker]) -> None:
         for worker in workers:
             if worker.alive and worker.proc.stdin is not None:
                 with contextlib.suppress(OSError):
@@ -301,6 +348,41 @@ class InspectorPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# A process that discovers again and again (the code server running the repo sensor) keeps its
+# workers warm between commits, so a commit that changes one dlt pipeline does not pay for
+# importing dlt again. bench/bench_discovery.py measures what that is worth.
+WORKER_IDLE_SECONDS = 300.0
+_shared: dict[tuple[Any, ...], InspectorPool] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_pool(env: Mapping[str, str], timeout: float, workers: int) -> InspectorPool:
+    """This process's pool for `env`; its workers stop after WORKER_IDLE_SECONDS unused.
+
+    Workers inherit `env` when they start, so a different environment gets a new pool and the
+    old one's workers are stopped.
+    """
+    key = (tuple(sorted(env.items())), timeout, workers)
+    with _shared_lock:
+        pool = _shared.get(key)
+        if pool is None:
+            for stale in _shared.values():
+                stale.close()
+            _shared.clear()
+            pool = _shared[key] = InspectorPool(env, timeout, workers, WORKER_IDLE_SECONDS)
+        return pool
+
+
+@atexit.register
+def close_shared_pools() -> None:
+    """Stop the workers of every shared pool (also run at interpreter exit)."""
+    with _shared_lock:
+        pools = list(_shared.values())
+        _shared.clear()
+    for pool in pools:
+        pool.close()
 
 
 def _answer(request: Mapping[str, Any]) -> dict[str, Any]:

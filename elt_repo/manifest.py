@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from elt_repo.discovery import DisabledPipeline, FolderRecord
-from elt_repo.schemas import ConfigError, PipelineSpec, spec_from_dict, spec_to_dict
+from elt_repo.schemas import ConfigError, PipelineSpec, spec_from_manifest, spec_to_dict
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -111,7 +111,7 @@ class Manifest:
             url=data["url"],
             pipelines_dir=data["pipelines_dir"],
             discovered_at=data["discovered_at"],
-            pipelines=tuple(spec_from_dict(PipelineSpec, p) for p in data["pipelines"]),
+            pipelines=tuple(spec_from_manifest(p) for p in data["pipelines"]),
             disabled=tuple(DisabledPipeline(**d) for d in data["disabled"]),
             errors=tuple(ConfigError(**e) for e in data["errors"]),
             pinned=dict(data.get("pinned", {})),
@@ -121,6 +121,10 @@ class Manifest:
             },
             discovery_version=data.get("discovery_version", 0),
         )
+
+
+# path -> (identity of the file read, the manifest read from it); see ManifestStore._read.
+_read_cache: dict[Path, tuple[tuple[int, ...], Manifest]] = {}
 
 
 class ManifestStore:
@@ -146,12 +150,22 @@ class ManifestStore:
 
     def _read(self, path: Path) -> Manifest | None:
         try:
-            return Manifest.from_dict(json.loads(path.read_text()))
+            with open(path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                # Files are only ever replaced by a rename, so an unchanged inode, size and
+                # mtime means an unchanged manifest: a no-change sensor tick parses nothing.
+                key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+                cached = _read_cache.get(path)
+                if cached is not None and cached[0] == key:
+                    return cached[1]
+                manifest = Manifest.from_dict(json.loads(handle.read()))
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable manifest %s: %s", path, exc)
             return None
+        _remember(path, key, manifest)
+        return manifest
 
     def read(self) -> Manifest | None:
         """The current manifest, or the previous good one if the current cannot be read."""
@@ -175,6 +189,10 @@ class ManifestStore:
         if current is not None:  # keep the one being replaced as the previous good manifest
             _write_atomic(self.previous_path, current)
         _write_atomic(self.path, text)
+        # Under lock(), so no other writer can have replaced it since: the next read is free.
+        stat = self.path.stat()
+        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        _remember(self.path, key, manifest)
 
     def prune(self, keep: set[str]) -> None:
         """Drop the per-commit copies of commits no longer kept (their worktrees are gone)."""
@@ -183,6 +201,13 @@ class ManifestStore:
         for path in self.by_commit_dir.glob("*.json"):
             if path.stem not in keep:
                 path.unlink(missing_ok=True)
+
+
+def _remember(path: Path, key: tuple[int, ...], manifest: Manifest) -> None:
+    _read_cache.pop(path, None)
+    _read_cache[path] = (key, manifest)
+    while len(_read_cache) > 8:  # per-commit copies read by runs: keep only the latest few
+        _read_cache.pop(next(iter(_read_cache)))
 
 
 def _readable_json(path: Path) -> str | None:

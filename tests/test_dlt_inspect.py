@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from elt_repo.dlt_inspect import InspectError, InspectorPool, list_resources
+from elt_repo.dlt_inspect import (
+    InspectError,
+    InspectorPool,
+    close_shared_pools,
+    list_resources,
+    shared_pool,
+)
 
 SOURCE = """
 import os
@@ -68,3 +75,58 @@ def test_a_hanging_or_crashing_pipeline_only_costs_its_own_worker(tmp_path: Path
         with pytest.raises(InspectError, match="crashed: exit code 3"):
             listed(pool, crash)
         assert listed(pool, good) == ["fine"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child that was reaped is gone; one not yet reaped is a zombie: dead too.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1][0] != "Z"
+
+
+def test_the_shared_pool_keeps_its_worker_warm_between_discoveries(tmp_path: Path) -> None:
+    log = tmp_path / "pids.log"
+    env = {**os.environ, "PID_LOG": str(log)}
+    folder = pipeline(tmp_path, "p", "t")
+    try:
+        first = shared_pool(env, 30, 2)
+        assert listed(first, folder) == ["t"]
+        again = shared_pool(env, 30, 2)  # the next discovery in this process
+        assert again is first and listed(again, folder) == ["t"]
+        pids = log.read_text().split()
+        assert len(pids) == 2 and len(set(pids)) == 1  # both imports in one warm worker
+        (worker,) = first.started
+        other = shared_pool({**env, "SOME_VAR": "changed"}, 30, 2)  # workers inherit env
+        assert other is not first and not _wait_dead(worker.proc.pid)
+    finally:
+        close_shared_pools()
+
+
+def _wait_dead(pid: int, within: float = 10.0) -> bool:
+    """True if the process is still alive after `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_idle_workers_stop_and_the_pool_starts_a_new_one_when_asked(tmp_path: Path) -> None:
+    log = tmp_path / "pids.log"
+    env = {**os.environ, "PID_LOG": str(log)}
+    folder = pipeline(tmp_path, "p", "t")
+    pool = InspectorPool(env, timeout=30, workers=1, idle_seconds=0.5)
+    try:
+        assert listed(pool, folder) == ["t"]
+        (worker,) = pool.started
+        assert not _wait_dead(worker.proc.pid)  # stopped after 0.5 s without a request
+        assert pool.started == []
+        assert listed(pool, folder) == ["t"]  # a new worker
+        (fresh,) = pool.started
+        assert fresh.proc.pid != worker.proc.pid and fresh.alive
+    finally:
+        pool.close()

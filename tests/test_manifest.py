@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from elt_repo.discovery import DisabledPipeline
 from elt_repo.manifest import Manifest, ManifestStore
-from elt_repo.schemas import ConfigError, PipelineSpec, SlingSpec, SlingStreamSpec
+from elt_repo.schemas import ConfigError, PipelineSpec, SlingSpec, SlingStreamSpec, spec_to_dict
 
 
 def manifest(commit: str, *names: str) -> Manifest:
@@ -44,6 +45,37 @@ def test_round_trip(tmp_path: Path) -> None:
     assert original.commit_for(original.pipelines[0]) == "0" * 40
     assert original.commit_for(original.pipelines[1]) == "a" * 40
     assert original.commits_in_use() == {"a" * 40, "0" * 40}
+
+
+def test_a_spec_read_back_serializes_as_read_and_a_changed_copy_as_changed(
+    tmp_path: Path,
+) -> None:
+    store = ManifestStore(tmp_path / "manifest.json")
+    with store.lock():
+        store.write(manifest("a" * 40, "one", "two"))
+    data = json.loads(store.path.read_text())
+    one = Manifest.from_dict(data).pipelines[0]
+    on_disk = data["pipelines"][0]
+    assert spec_to_dict(one) == on_disk == json.loads(json.dumps(dataclasses.asdict(one)))
+    changed = dataclasses.replace(one, description="changed")  # not the dict read from disk
+    assert spec_to_dict(changed)["description"] == "changed"
+    assert spec_to_dict(one)["description"] != "changed"
+
+
+def test_reads_of_an_unchanged_file_are_cached_and_a_rewrite_is_seen(tmp_path: Path) -> None:
+    store = ManifestStore(tmp_path / "manifest.json")
+    with store.lock():
+        store.write(manifest("a" * 40, "one"))
+    written = store.read()
+    assert store.read() is written  # same file: not parsed again (cached when written)
+    store.path.write_text(store.path.read_text())  # the same text, by someone else
+    first = store.read()
+    assert first is not written and first == written
+    assert store.read() is first
+    with store.lock():
+        store.write(manifest("a" * 40, "one", "two"))  # same commit, same second, new content
+    second = store.read()
+    assert second is not first and [p.name for p in second.pipelines] == ["one", "two"]
 
 
 def test_corrupt_manifest_falls_back_to_previous(tmp_path: Path) -> None:

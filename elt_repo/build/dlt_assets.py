@@ -15,8 +15,6 @@ from dagster import (
     MetadataValue,
     multi_asset,
 )
-from dagster_dlt import DagsterDltResource, DagsterDltTranslator
-from dagster_dlt.translator import DltResourceTranslatorData
 
 from elt_repo.build.common import (
     BuildContext,
@@ -39,14 +37,17 @@ from elt_repo.schemas import PipelineSpec
 LOADER_FILE_FORMAT = "parquet"
 
 
-class EltDltTranslator(DagsterDltTranslator):
-    """Maps a dlt resource to the same key the definitions were built with."""
+def elt_translator(pipeline: PipelineSpec) -> Any:
+    """A dagster-dlt translator that maps a dlt resource to the key the definitions were built
+    with. Made at run time: loading the code location imports neither dlt nor dagster-dlt."""
+    from dagster_dlt import DagsterDltTranslator
+    from dagster_dlt.translator import DltResourceTranslatorData
 
-    def __init__(self, pipeline: PipelineSpec):
-        self.pipeline = pipeline
+    class EltDltTranslator(DagsterDltTranslator):
+        def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
+            return AssetSpec(key=asset_key(pipeline, table_name(data.resource)))
 
-    def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
-        return AssetSpec(key=asset_key(self.pipeline, table_name(data.resource)))
+    return EltDltTranslator()
 
 
 def destination_kind(pipeline: PipelineSpec) -> str:
@@ -131,9 +132,7 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
     # never overlap, because two runs would race on its local state (dagster#21022, dlt#1102).
     pool = duckdb_pool(ctx.settings.warehouse) if kind == "duckdb" else f"dlt_{pipeline.name}"
 
-    def _run(
-        context: AssetExecutionContext, dlt: DagsterDltResource
-    ) -> Iterator[MaterializeResult]:
+    def _run(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
         import dlt as dlt_lib
 
         pinned = ctx.pinned(context, pipeline)
@@ -149,11 +148,11 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
         started = datetime.now(UTC)
         try:
             results = list(
-                dlt.run(
+                context.resources.dlt.run(
                     context=context,
                     dlt_source=_source(pinned.folder, spec, partition),
                     dlt_pipeline=dlt_pipeline,
-                    dagster_dlt_translator=EltDltTranslator(pipeline),
+                    dagster_dlt_translator=elt_translator(pipeline),
                     loader_file_format=LOADER_FILE_FORMAT,
                 )
             )
@@ -166,10 +165,8 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
         figures = table_figures(dlt_pipeline, [r.asset_key for r in results], catalog)
         yield from with_metadata(results, facts, figures)
 
-    @multi_asset(**multi_asset_args(pipeline, specs, pool))
-    def _assets(
-        context: AssetExecutionContext, dlt: DagsterDltResource
-    ) -> Iterator[MaterializeResult]:
-        yield from with_failure_details(context, pipeline, _run(context, dlt))
+    @multi_asset(**multi_asset_args(pipeline, specs, pool), required_resource_keys={"dlt"})
+    def _assets(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+        yield from with_failure_details(context, pipeline, _run(context))
 
     return _assets

@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import yaml
 from dagster import (
     AssetExecutionContext,
@@ -95,6 +94,8 @@ def warehouse_figures(
     warehouse: Path, objects: Mapping[AssetKey, tuple[str | None, str]]
 ) -> dict[AssetKey, dict[str, Any]]:
     """Per asset, the real `<database>.<schema>.<table>` and its columns, read from DuckDB."""
+    import duckdb  # only at run time: it is 30 MiB that loading the definitions never needs
+
     figures: dict[AssetKey, dict[str, Any]] = {}
     with duckdb.connect(str(warehouse), read_only=True) as con:
         for key, (schema, table) in objects.items():
@@ -135,9 +136,8 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
         duckdb_pool(ctx.settings.warehouse) if sling_spec.target == WAREHOUSE else f"sling_{kind}"
     )
 
-    def _run(
-        context: AssetExecutionContext, sling: EltSlingResource
-    ) -> Iterator[MaterializeResult]:
+    def _run(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+        sling: EltSlingResource = context.resources.sling
         pinned = ctx.pinned(context, pipeline)
         folder, run_spec = pinned.folder, pinned.pipeline.sling or sling_spec
         partition = partition_values(context, pinned.pipeline)
@@ -171,10 +171,8 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
             figures = warehouse_figures(ctx.settings.warehouse, objects)
         yield from with_metadata(results, facts, figures)
 
-    @multi_asset(**multi_asset_args(pipeline, specs, pool))
-    def _assets(
-        context: AssetExecutionContext, sling: EltSlingResource
-    ) -> Iterator[MaterializeResult]:
-        yield from with_failure_details(context, pipeline, _run(context, sling))
+    @multi_asset(**multi_asset_args(pipeline, specs, pool), required_resource_keys={"sling"})
+    def _assets(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+        yield from with_failure_details(context, pipeline, _run(context))
 
     return _assets

@@ -127,9 +127,22 @@ def spec_from_config(
     )
 
 
+# A spec read from a manifest remembers the dict it was read from: most specs of a new manifest
+# are reused from the previous one, and converting 1000 of them back to dicts took 0.15 s.
+_AS_DICT = "_elt_as_dict"
+
+
 def spec_to_dict(spec: PipelineSpec) -> dict[str, Any]:
-    """A JSON-ready dict of a spec (tuples become lists)."""
-    return dataclasses.asdict(spec)
+    """A JSON-ready dict of a spec (tuples become lists). Do not mutate it: it may be cached."""
+    cached = vars(spec).get(_AS_DICT)
+    return cached if cached is not None else dataclasses.asdict(spec)
+
+
+def spec_from_manifest(data: dict[str, Any]) -> PipelineSpec:
+    """A PipelineSpec from its `spec_to_dict` form, which it keeps for `spec_to_dict`."""
+    spec = spec_from_dict(PipelineSpec, data)
+    object.__setattr__(spec, _AS_DICT, data)  # frozen: not a field, so eq and hash ignore it
+    return spec
 
 
 def _convert(tp: Any, value: Any) -> Any:
