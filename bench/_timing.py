@@ -51,14 +51,27 @@ def _rss(pid: int) -> int:
         return 0
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def tree_rss(pid: int, include_self: bool = True) -> int:
-    """RSS of a process and all its descendants, from /proc (bytes)."""
+    """RSS of a process and all its descendants, from /proc (bytes).
+
+    A child that has forked but not yet exec'd still shows its parent's command line and
+    memory; it is not counted, or every subprocess would briefly count its parent twice.
+    """
     total = _rss(pid) if include_self else 0
-    stack = _children(pid)
+    stack = [(child, pid) for child in _children(pid)]
     while stack:
-        child = stack.pop()
+        child, parent = stack.pop()
+        if _cmdline(child) == _cmdline(parent):
+            continue
         total += _rss(child)
-        stack.extend(_children(child))
+        stack.extend((grandchild, child) for grandchild in _children(child))
     return total
 
 

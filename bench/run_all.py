@@ -20,11 +20,18 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         ["--rows", "200000", "--repeats", "3"],
         ["--rows", "200", "--repeats", "1"],
     ),
-    "bench_refresh.py": (["--repeats", "9"], ["--repeats", "1"]),
+    "bench_refresh.py": (
+        ["--repeats", "9", "--pipelines", "1000"],
+        ["--repeats", "1", "--pipelines", "6"],
+    ),
     "bench_backfill.py": (["--days", "30", "--repeats", "5"], ["--days", "2", "--repeats", "1"]),
     "bench_discovery.py": (
         ["--sizes", "10", "100", "1000", "--repeats", "5"],
         ["--sizes", "2", "6", "--repeats", "1"],
+    ),
+    "bench_definitions.py": (
+        ["--sizes", "10", "100", "1000", "--repeats", "5"],
+        ["--sizes", "4", "--repeats", "1"],
     ),
 }
 
