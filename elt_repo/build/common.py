@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -9,7 +10,7 @@ import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,10 @@ class BuildContext:
 
     manifest: Manifest
     settings: Settings
+    # (pipeline name, entry file) -> the metadata and automation condition of its every asset
+    shared_parts: dict[tuple[str, str], tuple[dict[str, Any], Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def commit(self, pipeline: PipelineSpec) -> str | None:
         return self.manifest.commit_for(pipeline)
@@ -116,8 +121,13 @@ def asset_key(pipeline: PipelineSpec, table: str) -> AssetKey:
 
 def duckdb_pool(path: Path) -> str:
     """One concurrency pool per DuckDB file: DuckDB allows a single writer process."""
-    resolved = str(path.resolve())
-    stem = re.sub(r"[^A-Za-z0-9_]", "_", path.stem)
+    return _duckdb_pool(str(path))
+
+
+@functools.cache
+def _duckdb_pool(path: str) -> str:  # resolve() costs syscalls, and every pipeline asks
+    resolved = str(Path(path).resolve())
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(path).stem)
     return f"duckdb_{stem}_{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
 
 
@@ -131,12 +141,19 @@ def pipeline_asset_spec(
     extra_metadata: dict[str, Any] | None = None,
 ) -> AssetSpec:
     """The AssetSpec for one asset (usually one table) of a pipeline."""
-    commit = ctx.commit(pipeline)
-    metadata = definition_metadata(pipeline, commit)
-    metadata["elt/repo"] = ctx.manifest.url  # shown without credentials
-    metadata["dagster/code_references"] = code_references(
-        pipeline, str(ctx.folder(pipeline)), entry_file, ctx.manifest.url, commit
-    )
+    shared = ctx.shared_parts.get((pipeline.name, entry_file))
+    if shared is None:  # what every asset of the pipeline has in common, computed once
+        commit = ctx.commit(pipeline)
+        metadata = definition_metadata(pipeline, commit)
+        metadata["elt/repo"] = ctx.manifest.url  # shown without credentials
+        metadata["dagster/code_references"] = code_references(
+            pipeline, str(ctx.folder(pipeline)), entry_file, ctx.manifest.url, commit
+        )
+        shared = ctx.shared_parts[(pipeline.name, entry_file)] = (
+            metadata,
+            automation_condition(pipeline),
+        )
+    metadata, condition = shared
     table = key.path[-1]
     description = pipeline.description or f"{pipeline.tool} pipeline {pipeline.name}: {table}"
     return AssetSpec(
@@ -147,7 +164,7 @@ def pipeline_asset_spec(
         tags=dict(pipeline.tags),
         kinds={pipeline.tool, destination_kind, *pipeline.kinds},
         code_version=pipeline.code_version,
-        automation_condition=automation_condition(pipeline),
+        automation_condition=condition,
         metadata={**metadata, **(extra_metadata or {})},
     )
 
