@@ -169,6 +169,24 @@ def test_a_pipeline_that_cannot_build_does_not_take_down_the_rest(
     assert "Invalid tag value" in spec.description
 
 
+def test_a_dlt_dataset_named_like_the_warehouse_file_is_a_config_error(
+    tmp_path: Path, example_manifest: Manifest
+) -> None:
+    from dataclasses import replace
+
+    (github,) = [p for p in example_manifest.pipelines if p.name == "github_issues"]
+    assert github.dlt is not None
+    clash = replace(github, dlt=replace(github.dlt, dataset_name="warehouse"))
+    others = [p for p in example_manifest.pipelines if p is not github]
+    defs = build_definitions(
+        replace(example_manifest, pipelines=(clash, *others)), make_settings(tmp_path, "x")
+    )
+    assert "github_issues__dlt" not in {a.op.name for a in _assets(defs)}
+    (spec,) = placeholders(defs)
+    assert "pipelines/github_issues/dagster.yaml" in spec.description
+    assert "**dlt.dataset_name**" in spec.description and "warehouse.duckdb" in spec.description
+
+
 def test_github_urls_become_code_references(example_defs: Definitions) -> None:
     spec = next(iter(_assets(example_defs)[0].specs))
     refs = spec.metadata["dagster/code_references"].code_references

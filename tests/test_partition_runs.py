@@ -336,6 +336,8 @@ def test_a_pipeline_that_always_fails_stops_after_its_retries_with_the_error(
     assert (meta["elt/attempt"], meta["elt/max_attempts"], meta["elt/pipeline"]) == (3, 3, "flaky")
     assert "upstream unavailable (call 3) at postgres://***@db:5432/shop" in meta["elt/error"]
     assert "flaky failed on attempt 3 of 3" in data.description
+    # dlt wraps the cause ("... failed at `step=extract` with exception:"); it is shown too
+    assert "upstream unavailable (call 3)" in data.description, data.description
     assert "pw-0f-the-loader" not in data.description + meta["elt/error"] + meta["elt/log_tail"]
     assert "upstream unavailable (call 3)" in meta["elt/log_tail"]  # the tool's last log lines
 

@@ -8,7 +8,7 @@ from dagster import AssetsDefinition, Definitions, ScheduleDefinition
 
 from elt_repo.build.automation import automation_sensors, pipeline_schedule
 from elt_repo.build.common import COMMIT_TAG, BuildContext
-from elt_repo.build.dlt_assets import build_dlt_assets
+from elt_repo.build.dlt_assets import build_dlt_assets, dataset_error
 from elt_repo.build.dlt_run_assets import build_dlt_run_asset
 from elt_repo.build.errors import health_definitions
 from elt_repo.build.sling_assets import build_sling_assets
@@ -36,6 +36,10 @@ def build_definitions(manifest: Manifest, settings: Settings) -> Definitions:
     schedules: list[ScheduleDefinition] = []
     errors = list(manifest.errors)
     for pipeline in manifest.pipelines:
+        problem = dataset_error(ctx, pipeline)
+        if problem is not None:
+            errors.append(problem)
+            continue
         try:
             assets_def = build_pipeline_assets(ctx, pipeline)
         except Exception as exc:  # one pipeline never takes down the code location

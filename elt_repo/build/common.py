@@ -248,13 +248,21 @@ def step_failure(
     tables = sorted({j["table"] for j in getattr(metadata.get("failed_jobs"), "value", None) or []})
     if tables:
         metadata["elt/failed_tables"] = ", ".join(tables)
-    first_line = message.splitlines()[0][:500] if message else type(exc).__name__
     return Failure(
         description=f"{pipeline.name}{where} failed on attempt {attempt} of {attempts}: "
-        f"{type(exc).__name__}: {first_line}",
+        f"{type(exc).__name__}: {_summary(message) or type(exc).__name__}",
         metadata=metadata,
         allow_retries=exc.allow_retries if isinstance(exc, Failure) else True,
     )
+
+
+def _summary(message: str) -> str:
+    """A message's first line, and its last when there are more: tools often wrap the cause,
+    as dlt's "... failed at `step=sync` with exception:" does, and the cause comes last."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) > 1:
+        return f"{lines[0][:300]} … {lines[-1][:300]}"
+    return lines[0][:500] if lines else ""
 
 
 def with_failure_details(

@@ -31,7 +31,7 @@ from elt_repo.build.partitions import (
 from elt_repo.build.run_metadata import with_metadata
 from elt_repo.dlt_inspect import call_source, import_pipeline_module, table_name
 from elt_repo.pipeline_files import resolve_args
-from elt_repo.schemas import PipelineSpec
+from elt_repo.schemas import ConfigError, PipelineSpec
 
 # Measured on 1M rows: about 3x faster and 3x less memory than dlt's default insert format.
 LOADER_FILE_FORMAT = "parquet"
@@ -110,6 +110,24 @@ def table_figures(
         if catalog:
             figures[key]["dagster/table_name"] = f"{catalog}.{dlt_pipeline.dataset_name}.{table}"
     return figures
+
+
+def dataset_error(ctx: BuildContext, pipeline: PipelineSpec) -> ConfigError | None:
+    """A dlt dataset named like the warehouse file's stem: DuckDB cannot tell the catalog from
+    the schema, and every run would fail with "Ambiguous reference to catalog or schema"."""
+    if pipeline.dlt is None or destination_kind(pipeline) != "duckdb":
+        return None
+    dataset = pipeline.dlt.dataset_name or pipeline.name
+    if dataset != ctx.settings.warehouse.stem:
+        return None
+    field = "dlt.dataset_name" if pipeline.dlt.dataset_name else "name"
+    return ConfigError(
+        f"{pipeline.folder}/dagster.yaml",
+        field,
+        f"the dlt dataset {dataset!r} has the name of the warehouse file "
+        f"{ctx.settings.warehouse.name}, which DuckDB cannot tell apart from it; set "
+        "dlt.dataset_name to another name",
+    )
 
 
 def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinition:

@@ -93,7 +93,8 @@ def _sling_variables(partition: Mapping[str, Any]) -> dict[str, str]:
 def warehouse_figures(
     warehouse: Path, objects: Mapping[AssetKey, tuple[str | None, str]]
 ) -> dict[AssetKey, dict[str, Any]]:
-    """Per asset, the real `<database>.<schema>.<table>` and its columns, read from DuckDB."""
+    """Per asset, the real `<database>.<schema>.<table>`, its columns and its row count, read
+    from DuckDB."""
     import duckdb  # only at run time: it is 30 MiB that loading the definitions never needs
 
     figures: dict[AssetKey, dict[str, Any]] = {}
@@ -110,6 +111,9 @@ def warehouse_figures(
                 "dagster/storage_kind": "duckdb",
             }
             if columns:
+                quoted = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
+                (rows,) = con.execute(f"select count(*) from {quoted}").fetchone() or (0,)
+                figures[key]["rows"] = rows
                 figures[key]["dagster/column_schema"] = TableSchema(
                     columns=[TableColumn(name=n, type=t.lower()) for n, t in columns]
                 )
@@ -153,11 +157,12 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
         }
         resource = sling.for_pipeline(run_spec.connections, folder)
         started = datetime.now(UTC)
-        results = list(
-            resource.replicate(
-                context=context, replication_config=config, dagster_sling_translator=translator
-            ).fetch_row_count()
+        replicated = resource.replicate(
+            context=context, replication_config=config, dagster_sling_translator=translator
         )
+        # Into the warehouse, warehouse_figures counts the rows on its own DuckDB connection;
+        # dagster-sling's count would start `sling conns exec` and a DuckDB CLI (0.4 s a run).
+        results = list(replicated if run_spec.target == WAREHOUSE else replicated.fetch_row_count())
         facts = ctx.run_facts(pinned, partition, started)
         figures = {}
         if run_spec.target == WAREHOUSE:
