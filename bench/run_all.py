@@ -29,6 +29,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         ["--sizes", "10", "100", "1000", "--repeats", "5"],
         ["--sizes", "2", "6", "--repeats", "1"],
     ),
+    "bench_load_path.py": (
+        ["--rows", "1000000", "--repeats", "3"],
+        ["--rows", "1000", "--repeats", "1"],
+    ),
     "bench_definitions.py": (
         ["--sizes", "10", "100", "1000", "--repeats", "5"],
         ["--sizes", "4", "--repeats", "1"],
