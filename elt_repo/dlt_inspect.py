@@ -307,10 +307,34 @@ class InspectorPool:
             with self.lock:
                 self.busy -= 1
                 self.last_used = time.monotonic()
-                if self.idle_seconds is not None and self._reaper is None:
-                    self._reaper = threading.Timer(self.idle_seconds, self._reap)
-                    self._reaper.daemon = True
-                    self._reaper.start()
+                self._arm_reaper()
+
+    def warm(self) -> None:
+        """Start a worker now unless one is running, so that its dlt import overlaps whatever
+        the caller does next (a fetch and checkout) instead of following it."""
+        with self.lock:
+            if any(w.alive for w in self.started):
+                return
+            self.busy += 1
+        slot = self.idle.get()
+        try:
+            with self.lock:
+                if slot is None or slot not in self.started or not slot.alive:
+                    slot = _Worker(self.env)
+                    self.started.append(slot)
+        finally:
+            self.idle.put(slot)
+            with self.lock:
+                self.busy -= 1
+                self.last_used = time.monotonic()
+                self._arm_reaper()
+
+    def _arm_reaper(self) -> None:
+        """Under self.lock: stop idle workers later, if this pool stops them at all."""
+        if self.idle_seconds is not None and self._reaper is None:
+            self._reaper = threading.Timer(self.idle_seconds, self._reap)
+            self._reaper.daemon = True
+            self._reaper.start()
 
     def _reap(self) -> None:
         """Stop the workers once no request has come for `idle_seconds`; else check again later."""

@@ -14,7 +14,8 @@ from typing import Any
 
 import git
 
-from elt_repo.discovery import Discovery, discover
+from elt_repo.discovery import INSPECT_WORKERS, Discovery, discover
+from elt_repo.dlt_inspect import shared_pool
 from elt_repo.example_repo import ensure_example_repo
 from elt_repo.git_source import GitSource, GitSourceError, redact_url
 from elt_repo.manifest import Manifest, ManifestStore
@@ -144,6 +145,9 @@ def refresh(
             unchanged = known_commit and previous and not fetch_failed
             if unchanged and source.remote_commit() == known_commit:
                 return RefreshResult(previous, previous, changed=False, skipped=True)
+            if previous is None or any(p.tool == "dlt" for p in previous.pipelines):
+                # A new commit: its changed dlt pipelines will need a worker with dlt imported.
+                shared_pool(dict(os.environ), settings.discovery_timeout, INSPECT_WORKERS).warm()
             in_use = previous.commits_in_use() if previous else set()
             checkout = source.sync(keep={*in_use, *keep})
             trees = folder_trees(checkout.path, settings.pipelines_dir)

@@ -130,3 +130,16 @@ def test_idle_workers_stop_and_the_pool_starts_a_new_one_when_asked(tmp_path: Pa
         assert fresh.proc.pid != worker.proc.pid and fresh.alive
     finally:
         pool.close()
+
+
+def test_warm_starts_one_worker_ahead_that_the_next_request_uses(tmp_path: Path) -> None:
+    log = tmp_path / "pids.log"
+    env = {**os.environ, "PID_LOG": str(log)}
+    folder = pipeline(tmp_path, "p", "t")
+    with InspectorPool(env, timeout=30, workers=2) as pool:
+        pool.warm()
+        (warmed,) = pool.started
+        pool.warm()  # one is running already: nothing more
+        assert pool.started == [warmed]
+        assert listed(pool, folder) == ["t"]
+        assert pool.started == [warmed] and log.read_text().split() == [str(warmed.proc.pid)]
