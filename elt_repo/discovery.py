@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from elt_repo.dlt_inspect import (
+    WORKER_IDLE_SECONDS,
     InspectError,
     InspectorPool,
     inspect_run,
@@ -142,11 +143,13 @@ class Discoverer:
         timeout: float,
         trees: Mapping[str, str] | None = None,
         prior: Mapping[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] | None = None,
+        idle_seconds: float = WORKER_IDLE_SECONDS,
     ):
         self.root = root
         self.pipelines_dir = pipelines_dir
         self.env = env
         self.timeout = timeout
+        self.idle_seconds = idle_seconds
         self.trees = trees or {}
         self.prior = prior or {}
         self.pool: InspectorPool | None = None
@@ -242,7 +245,7 @@ class Discoverer:
         reused = [self._reusable(f) for f in folders]
         todo = [f for f, r in zip(folders, reused, strict=True) if r is None]
         # dlt sources are listed by a few long-lived workers: dlt is imported once per worker.
-        self.pool = shared_pool(self.env, self.timeout, INSPECT_WORKERS)
+        self.pool = shared_pool(self.env, self.timeout, INSPECT_WORKERS, self.idle_seconds)
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as threads:
             fresh = iter(list(threads.map(self._try_load, todo)))
         self.pool = None
@@ -290,6 +293,10 @@ def discover(
     timeout: float = 60.0,
     trees: Mapping[str, str] | None = None,
     prior: Mapping[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] | None = None,
+    idle_seconds: float = WORKER_IDLE_SECONDS,
 ) -> Discovery:
-    """Discover the pipelines under `root/pipelines_dir`, reusing unchanged folders of `prior`."""
-    return Discoverer(root, pipelines_dir, env, timeout, trees, prior).run()
+    """Discover the pipelines under `root/pipelines_dir`, reusing unchanged folders of `prior`.
+
+    dlt inspector workers stay up `idle_seconds` after their last use, for the next discovery.
+    """
+    return Discoverer(root, pipelines_dir, env, timeout, trees, prior, idle_seconds).run()

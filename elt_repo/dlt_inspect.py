@@ -376,26 +376,33 @@ class InspectorPool:
 
 # A process that discovers again and again (the code server running the repo sensor) keeps its
 # workers warm between commits, so a commit that changes one dlt pipeline does not pay for
-# importing dlt again. bench/bench_discovery.py measures what that is worth.
+# importing dlt again. bench/bench_discovery.py measures what that is worth. The default of
+# ELT_INSPECTOR_IDLE; an idle worker holds about 55 MiB.
 WORKER_IDLE_SECONDS = 300.0
 _shared: dict[tuple[Any, ...], InspectorPool] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_pool(env: Mapping[str, str], timeout: float, workers: int) -> InspectorPool:
-    """This process's pool for `env`; its workers stop after WORKER_IDLE_SECONDS unused.
+def shared_pool(
+    env: Mapping[str, str],
+    timeout: float,
+    workers: int,
+    idle_seconds: float = WORKER_IDLE_SECONDS,
+) -> InspectorPool:
+    """This process's pool for `env`; its workers stop after `idle_seconds` unused
+    (ELT_INSPECTOR_IDLE).
 
     Workers inherit `env` when they start, so a different environment gets a new pool and the
     old one's workers are stopped.
     """
-    key = (tuple(sorted(env.items())), timeout, workers)
+    key = (tuple(sorted(env.items())), timeout, workers, idle_seconds)
     with _shared_lock:
         pool = _shared.get(key)
         if pool is None:
             for stale in _shared.values():
                 stale.close()
             _shared.clear()
-            pool = _shared[key] = InspectorPool(env, timeout, workers, WORKER_IDLE_SECONDS)
+            pool = _shared[key] = InspectorPool(env, timeout, workers, idle_seconds)
         return pool
 
 

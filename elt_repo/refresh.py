@@ -147,7 +147,12 @@ def refresh(
                 return RefreshResult(previous, previous, changed=False, skipped=True)
             if previous is None or any(p.tool == "dlt" for p in previous.pipelines):
                 # A new commit: its changed dlt pipelines will need a worker with dlt imported.
-                shared_pool(dict(os.environ), settings.discovery_timeout, INSPECT_WORKERS).warm()
+                shared_pool(
+                    dict(os.environ),
+                    settings.discovery_timeout,
+                    INSPECT_WORKERS,
+                    settings.inspector_idle,
+                ).warm()
             in_use = previous.commits_in_use() if previous else set()
             checkout = source.sync(keep={*in_use, *keep})
             trees = folder_trees(checkout.path, settings.pipelines_dir)
@@ -165,6 +170,7 @@ def refresh(
             settings.discovery_timeout,
             trees=trees,
             prior=previous.prior() if previous else None,
+            idle_seconds=settings.inspector_idle,
         )
         discovery, pinned = keep_last_good(discovery, previous)
         manifest = _build_manifest(settings, checkout.commit, discovery, pinned)

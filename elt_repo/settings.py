@@ -88,6 +88,7 @@ class _EltYamlSchema(Schema):
     state_dir = fields.String()
     warehouse = fields.String()
     discovery_timeout = fields.Float(validate=validate.Range(min=1))
+    inspector_idle = fields.Float(validate=validate.Range(min=0))
     connections = fields.Dict(keys=fields.String(), values=fields.Dict())
 
 
@@ -109,6 +110,8 @@ class Settings:
     worktree_grace: int = 3600
     # With no manifest cached, loading the definitions refreshes once, for at most this long.
     first_load_timeout: float = 45.0
+    # A long-lived process keeps its dlt inspector workers this long after their last use.
+    inspector_idle: float = 300.0
     # Raw connection configs; `${VAR}` stays unresolved until a run needs it.
     connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     github_token: str | None = field(default=None, repr=False, compare=False)
@@ -207,6 +210,7 @@ def load_settings(
     automation = get("ELT_AUTOMATION_INTERVAL", "automation_interval", 30)
     grace = get("ELT_WORKTREE_GRACE", "worktree_grace", 3600)
     first_load = get("ELT_FIRST_LOAD_TIMEOUT", "first_load_timeout", 45.0)
+    idle = get("ELT_INSPECTOR_IDLE", "inspector_idle", 300.0)
     return Settings(
         project_dir=project_dir,
         repo_url=interpolate(str(get("ELT_REPO_URL", "repo_url", EXAMPLE_REPO_URL)), env),
@@ -222,6 +226,7 @@ def load_settings(
         automation_interval=_number("ELT_AUTOMATION_INTERVAL", str(automation), int, 5),
         worktree_grace=_number("ELT_WORKTREE_GRACE", str(grace), int, 0),
         first_load_timeout=_number("ELT_FIRST_LOAD_TIMEOUT", str(first_load), float, 1),
+        inspector_idle=_number("ELT_INSPECTOR_IDLE", str(idle), float, 0),
         connections=conf.get("connections", {}),
         github_token=env.get("GITHUB_TOKEN") or None,
     )

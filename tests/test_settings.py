@@ -22,6 +22,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.state_dir == tmp_path / ".elt_state"
     assert s.warehouse == tmp_path / "data" / "warehouse.duckdb"
     assert s.github_token is None
+    assert s.inspector_idle == 300.0
+    assert load_settings({"ELT_INSPECTOR_IDLE": "0"}, project_dir=tmp_path).inspector_idle == 0
 
 
 def test_precedence_env_over_dotenv_over_elt_yaml(tmp_path: Path) -> None:
@@ -64,6 +66,7 @@ def test_token_is_not_in_repr(tmp_path: Path) -> None:
         ({"ELT_POLL_INTERVAL": "1"}, "ELT_POLL_INTERVAL: must be at least 5"),
         ({"ELT_AUTO_REFRESH": "perhaps"}, "ELT_AUTO_REFRESH: expected true or false"),
         ({"ELT_DISCOVERY_TIMEOUT": "0"}, "ELT_DISCOVERY_TIMEOUT: must be at least 1"),
+        ({"ELT_INSPECTOR_IDLE": "-1"}, "ELT_INSPECTOR_IDLE: must be at least 0"),
     ],
 )
 def test_bad_environment_values(tmp_path: Path, env: dict, message: str) -> None:
