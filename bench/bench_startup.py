@@ -43,6 +43,7 @@ from _timing import Result, RssSampler, report  # noqa: E402
 from dagster import Definitions  # noqa: E402
 
 from elt_repo.build import build_definitions  # noqa: E402
+from elt_repo.dlt_inspect import close_shared_pools  # noqa: E402
 from elt_repo.example_repo import ensure_example_repo  # noqa: E402
 from elt_repo.refresh import refresh  # noqa: E402
 from elt_repo.resources import build_resources  # noqa: E402
@@ -253,6 +254,7 @@ def main() -> int:
             {**elt_env, "ELT_STATE_DIR": str(cached_state)}, project_dir=workdir
         )
         manifest = refresh(settings).manifest
+        close_shared_pools()  # its dlt workers would count in every case's RSS
         if manifest.errors:
             print(f"the example manifest has errors: {manifest.errors}", file=sys.stderr)
             return 1
