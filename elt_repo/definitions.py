@@ -7,7 +7,7 @@ error shown as an asset in `elt_config_errors`; the repo sensor keeps trying.
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from elt_repo.build import build_definitions
 from elt_repo.manifest import ManifestStore
@@ -25,5 +25,10 @@ if manifest is None:
 
 defs = Definitions.merge(
     build_definitions(manifest, settings),
-    Definitions(sensors=[repo_sensor(settings, manifest)], resources=build_resources(settings)),
+    Definitions(
+        sensors=[repo_sensor(settings, manifest)],
+        resources=build_resources(settings),
+        # None: Dagster's default, multiprocess, which a run's config may still switch.
+        executor=in_process_executor if settings.executor == "in_process" else None,
+    ),
 )

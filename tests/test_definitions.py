@@ -79,3 +79,31 @@ def test_first_load_that_hangs_gives_up_after_the_timeout(tmp_path: Path) -> Non
     (error,) = result["errors"]
     assert "did not finish within 3s" in error
     assert took < 60  # not the 120 s the git command alone could take
+
+
+def test_elt_executor_sets_how_every_run_executes(
+    tmp_path: Path, examples_repo: PipelinesRepo
+) -> None:
+    probe = (
+        "import elt_repo.definitions as d; "
+        "print(d.defs.get_repository_def().get_implicit_global_asset_job_def().executor_def.name)"
+    )
+    names = {}
+    for executor in ("multiprocess", "in_process"):
+        names[executor] = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=PROJECT_DIR,
+            env={
+                **os.environ,
+                "ELT_REPO_URL": examples_repo.url,
+                "ELT_STATE_DIR": str(tmp_path / "state"),
+                "ELT_WAREHOUSE": str(tmp_path / "w.duckdb"),
+                "ELT_EXECUTOR": executor,
+            },
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout.split()[-1]
+    # Dagster's default runs steps in subprocesses unless a run's config says otherwise.
+    assert names == {"multiprocess": "multi_or_in_process_executor", "in_process": "in_process"}

@@ -23,6 +23,10 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.warehouse == tmp_path / "data" / "warehouse.duckdb"
     assert s.github_token is None
     assert s.inspector_idle == 300.0
+    assert s.executor == "multiprocess"
+    assert (
+        load_settings({"ELT_EXECUTOR": "in_process"}, project_dir=tmp_path).executor == "in_process"
+    )
     assert load_settings({"ELT_INSPECTOR_IDLE": "0"}, project_dir=tmp_path).inspector_idle == 0
 
 
@@ -67,6 +71,7 @@ def test_token_is_not_in_repr(tmp_path: Path) -> None:
         ({"ELT_AUTO_REFRESH": "perhaps"}, "ELT_AUTO_REFRESH: expected true or false"),
         ({"ELT_DISCOVERY_TIMEOUT": "0"}, "ELT_DISCOVERY_TIMEOUT: must be at least 1"),
         ({"ELT_INSPECTOR_IDLE": "-1"}, "ELT_INSPECTOR_IDLE: must be at least 0"),
+        ({"ELT_EXECUTOR": "threads"}, "ELT_EXECUTOR: expected one of multiprocess, in_process"),
     ],
 )
 def test_bad_environment_values(tmp_path: Path, env: dict, message: str) -> None:
