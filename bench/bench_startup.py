@@ -26,7 +26,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -116,21 +115,6 @@ def loaded_keys(entry: dict[str, Any]) -> set[tuple[str, ...]]:
     }
 
 
-def start(argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> h.Proc:
-    """Like e2e_helpers.start, in `cwd`: its own process group, output to a log file."""
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return h.Proc(log_path.stem, popen, log_path)
-
-
 def using_home(home: Path) -> dict[int, tuple[int, str]]:
     """Live processes whose environment has DAGSTER_HOME=`home`: pid -> (process group, argv)."""
     marker = f"DAGSTER_HOME={home}".encode()
@@ -188,7 +172,7 @@ def run_once(case: Case, label: str, run_dir: Path) -> tuple[float, int]:
     try:
         with RssSampler("children") as sampler:
             started = time.perf_counter()
-            proc = start(argv, env, case.workdir, run_dir / "dagster_dev.log")
+            proc = h.start("dagster_dev", argv, env, run_dir, cwd=case.workdir)
             deadline = time.monotonic() + START_TIMEOUT
             while True:
                 entry = location_entry(gql, case.location)

@@ -29,9 +29,6 @@ import json
 import logging
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +40,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# The process-group handling and the scrubbed environment of the e2e tests.
+from tests.e2e_helpers import Proc, clean_env, free_port, start  # noqa: E402
+
 BIN = Path(sys.executable).parent
 LOCATION = "elt_repo"
 # (asset key, file): the assets whose latest materialization is pictured.
@@ -51,9 +52,6 @@ ASSET_SHOTS = (
     (("csv_orders", "customers"), "asset-csv-orders.png"),
 )
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-# Variables of the calling shell that would point the throwaway deployment elsewhere.
-SCRUB_PREFIXES = ("ELT_", "DAGSTER_", "SLING_", "DLT_", "DESTINATION__", "SOURCES__")
-SCRUB_NAMES = {"GITHUB_TOKEN", "DUCKDB_PATH", "PYTHONPATH"}
 # Written to the page's localStorage before the UI starts: no "Join the Dagster community"
 # dialog, a left-to-right graph, and asset nodes showing their latest event and kinds.
 LOCAL_STORAGE = {
@@ -111,12 +109,6 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
         time.sleep(interval)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def find_chromium() -> str | None:
     if os.environ.get("CHROMIUM"):
         return shutil.which(os.environ["CHROMIUM"])
@@ -159,11 +151,7 @@ def output_to(path: Path) -> Iterator[None]:
 
 def deployment_env(tmp: Path) -> dict[str, str]:
     """The calling environment without ELT_/DAGSTER_/tool settings, pointed at `tmp`."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(SCRUB_PREFIXES) and k not in SCRUB_NAMES
-    }
+    env = clean_env({})
     project = tmp / "project"  # no .env and no elt.yaml: the defaults, i.e. the bundled examples
     project.mkdir()
     home = tmp / "dagster_home"
@@ -220,53 +208,17 @@ def materialize_examples(env: Mapping[str, str], log_path: Path) -> None:
 # --------------------------------------------------------------------------- processes
 
 
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen
-    log_path: Path
+class Process(Proc):
+    """A process group of the throwaway deployment (tests/e2e_helpers.py's, stopped alike)."""
 
     @classmethod
     def start(cls, name: str, argv: list[str], env: Mapping[str, str], log_path: Path) -> Process:
-        with log_path.open("wb") as out:
-            popen = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, stopped as a whole
-            )
-        return cls(name, popen, log_path)
+        proc = start(log_path.stem, argv, env, log_path.parent, cwd=ROOT)
+        return cls(name, proc.popen, proc.log_path)
 
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
             raise Failed(f"{self.name} exited with code {self.popen.returncode}")
-
-    def stop(self) -> None:
-        """SIGTERM the process group, then SIGKILL whatever is left of it."""
-        pgid = self.popen.pid
-        for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=grace)
-            deadline = time.monotonic() + grace
-            while _group_alive(pgid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if not _group_alive(pgid):
-                return
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------- the webserver

@@ -122,13 +122,16 @@ def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def start(name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> Proc:
+def start(
+    name: str, argv: list[str], env: Mapping[str, str], log_dir: Path, cwd: Path = PROJECT_DIR
+) -> Proc:
+    """Start `argv` in its own process group (stopped as a whole), output in log_dir/name.log."""
     log_path = log_dir / f"{name}.log"
     log = log_path.open("wb")
     try:
         popen = subprocess.Popen(
             argv,
-            cwd=PROJECT_DIR,
+            cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
