@@ -12,7 +12,6 @@ from typing import Any
 import yaml
 
 from elt_repo.dlt_inspect import (
-    WORKER_IDLE_SECONDS,
     InspectError,
     InspectorPool,
     inspect_run,
@@ -143,16 +142,16 @@ class Discoverer:
         timeout: float,
         trees: Mapping[str, str] | None = None,
         prior: Mapping[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] | None = None,
-        idle_seconds: float = WORKER_IDLE_SECONDS,
+        pool: InspectorPool | None = None,
     ):
         self.root = root
         self.pipelines_dir = pipelines_dir
         self.env = env
         self.timeout = timeout
-        self.idle_seconds = idle_seconds
         self.trees = trees or {}
         self.prior = prior or {}
-        self.pool: InspectorPool | None = None
+        # dlt sources are listed by a few long-lived workers: dlt is imported once per worker.
+        self.pool = pool or shared_pool(env, timeout, INSPECT_WORKERS)
 
     def _load(self, folder: Path) -> PipelineSpec:
         rel_folder = folder.relative_to(self.root).as_posix()
@@ -244,11 +243,8 @@ class Discoverer:
         folders = list(find_pipeline_folders(base))
         reused = [self._reusable(f) for f in folders]
         todo = [f for f, r in zip(folders, reused, strict=True) if r is None]
-        # dlt sources are listed by a few long-lived workers: dlt is imported once per worker.
-        self.pool = shared_pool(self.env, self.timeout, INSPECT_WORKERS, self.idle_seconds)
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as threads:
             fresh = iter(list(threads.map(self._try_load, todo)))
-        self.pool = None
         loaded = [r if r is not None else next(fresh) for r in reused]
         records = {}
         for folder, result in zip(folders, loaded, strict=True):
@@ -293,10 +289,10 @@ def discover(
     timeout: float = 60.0,
     trees: Mapping[str, str] | None = None,
     prior: Mapping[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] | None = None,
-    idle_seconds: float = WORKER_IDLE_SECONDS,
+    pool: InspectorPool | None = None,
 ) -> Discovery:
     """Discover the pipelines under `root/pipelines_dir`, reusing unchanged folders of `prior`.
 
-    dlt inspector workers stay up `idle_seconds` after their last use, for the next discovery.
+    dlt sources are listed by `pool`'s workers; by default this process's shared pool for `env`.
     """
-    return Discoverer(root, pipelines_dir, env, timeout, trees, prior, idle_seconds).run()
+    return Discoverer(root, pipelines_dir, env, timeout, trees, prior, pool).run()

@@ -262,7 +262,8 @@ class _Worker:
 
 
 class InspectorPool:
-    """A few long-lived worker processes that inspect dlt pipelines for one discovery.
+    """A few long-lived worker processes that inspect dlt pipelines: for one discovery, or,
+    from `shared_pool`, for every discovery of a process until they sit idle too long.
 
     Importing dlt costs about a second; each worker pays it once, not once per pipeline. A
     worker that hangs past `timeout` or crashes is replaced; each request runs in a clean
@@ -290,24 +291,11 @@ class InspectorPool:
         self._reaper: threading.Timer | None = None
 
     def ask(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        with self.lock:
-            self.busy += 1
-        worker = self.idle.get()
-        with self.lock:
-            if worker is not None and worker not in self.started:
-                worker = None  # stopped by close() or the idle reaper meanwhile
+        worker = self._take()
         try:
-            if worker is None or not worker.alive:
-                worker = _Worker(self.env)
-                with self.lock:
-                    self.started.append(worker)
             return worker.ask(request, self.timeout)
         finally:
-            self.idle.put(worker if worker is not None and worker.alive else None)
-            with self.lock:
-                self.busy -= 1
-                self.last_used = time.monotonic()
-                self._arm_reaper()
+            self._give(worker)
 
     def warm(self) -> None:
         """Start a worker now unless one is running, so that its dlt import overlaps whatever
@@ -315,19 +303,31 @@ class InspectorPool:
         with self.lock:
             if any(w.alive for w in self.started):
                 return
+        self._give(self._take())
+
+    def _take(self) -> _Worker:
+        """An idle running worker, or a new one in a free slot; busy until `_give`."""
+        with self.lock:
             self.busy += 1
-        slot = self.idle.get()
+        worker = self.idle.get()
         try:
             with self.lock:
-                if slot is None or slot not in self.started or not slot.alive:
-                    slot = _Worker(self.env)
-                    self.started.append(slot)
-        finally:
-            self.idle.put(slot)
-            with self.lock:
-                self.busy -= 1
-                self.last_used = time.monotonic()
-                self._arm_reaper()
+                # One stopped by close() or the idle reaper meanwhile counts as no worker.
+                if worker is None or worker not in self.started or not worker.alive:
+                    worker = _Worker(self.env)
+                    self.started.append(worker)
+        except BaseException:
+            self._give(None)
+            raise
+        return worker
+
+    def _give(self, worker: _Worker | None) -> None:
+        """Return a slot taken by `_take`; the idle reaper counts from now."""
+        self.idle.put(worker if worker is not None and worker.alive else None)
+        with self.lock:
+            self.busy -= 1
+            self.last_used = time.monotonic()
+            self._arm_reaper()
 
     def _arm_reaper(self) -> None:
         """Under self.lock: stop idle workers later, if this pool stops them at all."""

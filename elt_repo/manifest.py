@@ -151,10 +151,9 @@ class ManifestStore:
     def _read(self, path: Path) -> Manifest | None:
         try:
             with open(path, "rb") as handle:
-                stat = os.fstat(handle.fileno())
                 # Files are only ever replaced by a rename, so an unchanged inode, size and
                 # mtime means an unchanged manifest: a no-change sensor tick parses nothing.
-                key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+                key = _identity(os.fstat(handle.fileno()))
                 cached = _read_cache.get(path)
                 if cached is not None and cached[0] == key:
                     return cached[1]
@@ -190,9 +189,7 @@ class ManifestStore:
             _write_atomic(self.previous_path, current)
         _write_atomic(self.path, text)
         # Under lock(), so no other writer can have replaced it since: the next read is free.
-        stat = self.path.stat()
-        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        _remember(self.path, key, manifest)
+        _remember(self.path, _identity(self.path.stat()), manifest)
 
     def prune(self, keep: set[str]) -> None:
         """Drop the per-commit copies of commits no longer kept (their worktrees are gone)."""
@@ -201,6 +198,10 @@ class ManifestStore:
         for path in self.by_commit_dir.glob("*.json"):
             if path.stem not in keep:
                 path.unlink(missing_ok=True)
+
+
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def _remember(path: Path, key: tuple[int, ...], manifest: Manifest) -> None:

@@ -145,14 +145,13 @@ def refresh(
             unchanged = known_commit and previous and not fetch_failed
             if unchanged and source.remote_commit() == known_commit:
                 return RefreshResult(previous, previous, changed=False, skipped=True)
+            env = dict(os.environ)
+            pool = shared_pool(
+                env, settings.discovery_timeout, INSPECT_WORKERS, settings.inspector_idle
+            )
             if previous is None or any(p.tool == "dlt" for p in previous.pipelines):
                 # A new commit: its changed dlt pipelines will need a worker with dlt imported.
-                shared_pool(
-                    dict(os.environ),
-                    settings.discovery_timeout,
-                    INSPECT_WORKERS,
-                    settings.inspector_idle,
-                ).warm()
+                pool.warm()
             in_use = previous.commits_in_use() if previous else set()
             checkout = source.sync(keep={*in_use, *keep})
             trees = folder_trees(checkout.path, settings.pipelines_dir)
@@ -166,11 +165,11 @@ def refresh(
         discovery = discover(
             checkout.path,
             settings.pipelines_dir,
-            dict(os.environ),
+            env,
             settings.discovery_timeout,
             trees=trees,
             prior=previous.prior() if previous else None,
-            idle_seconds=settings.inspector_idle,
+            pool=pool,
         )
         discovery, pinned = keep_last_good(discovery, previous)
         manifest = _build_manifest(settings, checkout.commit, discovery, pinned)
