@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT))
 from _timing import measure, report  # noqa: E402
 from dagster import AssetsDefinition, DagsterInstance, materialize  # noqa: E402
 
-from elt_repo.build import build_definitions  # noqa: E402
-from elt_repo.demo import QUIET, RANGE_END, RANGE_START, table_counts  # noqa: E402
-from elt_repo.example_repo import ensure_example_repo  # noqa: E402
+from elt_repo.cli.demo import QUIET, RANGE_END, RANGE_START, table_counts  # noqa: E402
+from elt_repo.defs.build import build_definitions  # noqa: E402
+from elt_repo.defs.resources import build_resources  # noqa: E402
+from elt_repo.git.example_repo import ensure_example_repo  # noqa: E402
 from elt_repo.refresh import refresh  # noqa: E402
-from elt_repo.resources import build_resources  # noqa: E402
 from elt_repo.settings import load_settings  # noqa: E402
 from elt_repo.tool_env import configure_process  # noqa: E402
 

@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     n = args.rows
-    from elt_repo.build.dlt_assets import LOADER_FILE_FORMAT
+    from elt_repo.defs.dlt.assets import LOADER_FILE_FORMAT
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

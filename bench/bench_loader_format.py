@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/bench_loader_format.py [--rows 100000] [--repeats 3]
 
-Backs the choice of LOADER_FILE_FORMAT in elt_repo/build/dlt_assets.py.
+Backs the choice of LOADER_FILE_FORMAT in elt_repo/defs/dlt/assets.py.
 """
 
 from __future__ import annotations

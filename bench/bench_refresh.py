@@ -24,11 +24,11 @@ from _timing import measure, report  # noqa: E402
 from bench_discovery import make_repo  # noqa: E402
 from dagster import DagsterInstance, build_sensor_context  # noqa: E402
 
-from elt_repo.dlt_inspect import close_shared_pools  # noqa: E402
-from elt_repo.example_repo import ensure_example_repo  # noqa: E402
+from elt_repo.defs.sensors import repo_sensor  # noqa: E402
+from elt_repo.discovery.dlt_inspect import close_shared_pools  # noqa: E402
+from elt_repo.git.example_repo import ensure_example_repo  # noqa: E402
 from elt_repo.manifest import ManifestStore  # noqa: E402
 from elt_repo.refresh import refresh  # noqa: E402
-from elt_repo.sensors import repo_sensor  # noqa: E402
 from elt_repo.settings import Settings, load_settings  # noqa: E402
 
 

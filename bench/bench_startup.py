@@ -41,12 +41,12 @@ sys.path.insert(0, str(ROOT))
 from _timing import Result, RssSampler, report  # noqa: E402
 from dagster import Definitions  # noqa: E402
 
-from elt_repo.build import build_definitions  # noqa: E402
-from elt_repo.dlt_inspect import close_shared_pools  # noqa: E402
-from elt_repo.example_repo import ensure_example_repo  # noqa: E402
+from elt_repo.defs.build import build_definitions  # noqa: E402
+from elt_repo.defs.resources import build_resources  # noqa: E402
+from elt_repo.defs.sensors import repo_sensor  # noqa: E402
+from elt_repo.discovery.dlt_inspect import close_shared_pools  # noqa: E402
+from elt_repo.git.example_repo import ensure_example_repo  # noqa: E402
 from elt_repo.refresh import refresh  # noqa: E402
-from elt_repo.resources import build_resources  # noqa: E402
-from elt_repo.sensors import repo_sensor  # noqa: E402
 from elt_repo.settings import load_settings  # noqa: E402
 from tests import e2e_helpers as h  # noqa: E402
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
-from elt_repo.build import build_definitions
+from elt_repo.defs.build import build_definitions
+from elt_repo.defs.resources import build_resources
+from elt_repo.defs.sensors import repo_sensor
 from elt_repo.manifest import ManifestStore
 from elt_repo.refresh import first_refresh
-from elt_repo.resources import build_resources
-from elt_repo.sensors import repo_sensor
 from elt_repo.settings import load_settings
 from elt_repo.tool_env import configure_process
 

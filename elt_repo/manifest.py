@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from elt_repo.discovery import DisabledPipeline, FolderRecord
+from elt_repo.discovery.walk import DisabledPipeline, FolderRecord
 from elt_repo.schemas import ConfigError, PipelineSpec, spec_from_manifest, spec_to_dict
 
 log = logging.getLogger(__name__)

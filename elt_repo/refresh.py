@@ -14,10 +14,10 @@ from typing import Any
 
 import git
 
-from elt_repo.discovery import INSPECT_WORKERS, Discovery, discover
-from elt_repo.dlt_inspect import shared_pool
-from elt_repo.example_repo import ensure_example_repo
-from elt_repo.git_source import GitSource, GitSourceError, redact_url
+from elt_repo.discovery.dlt_inspect import shared_pool
+from elt_repo.discovery.walk import INSPECT_WORKERS, Discovery, discover
+from elt_repo.git.example_repo import ensure_example_repo
+from elt_repo.git.source import GitSource, GitSourceError, redact_url
 from elt_repo.manifest import Manifest, ManifestStore
 from elt_repo.redact import redact
 from elt_repo.schemas import ConfigError

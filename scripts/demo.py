@@ -8,9 +8,9 @@ import os
 import sys
 import time
 
+from elt_repo.cli.summary import render, summarize
 from elt_repo.refresh import refresh
 from elt_repo.settings import load_settings
-from elt_repo.summary import render, summarize
 
 
 def main() -> int:
@@ -28,7 +28,7 @@ def main() -> int:
     from dagster import DagsterInstance
 
     import elt_repo.definitions as location
-    from elt_repo.demo import materialize_all, table_counts
+    from elt_repo.cli.demo import materialize_all, table_counts
 
     with DagsterInstance.get() as instance:
         outcomes = materialize_all(location.defs, location.manifest, instance)

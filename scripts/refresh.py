@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from elt_repo.git_source import fetch_progress
-from elt_repo.git_urls import redact_url
+from elt_repo.cli.summary import render, summarize
+from elt_repo.defs.reload import reload_location
+from elt_repo.defs.sensors import health_events
+from elt_repo.git.source import fetch_progress
+from elt_repo.git.urls import redact_url
 from elt_repo.manifest import Manifest
 from elt_repo.refresh import refresh, validate_folder
-from elt_repo.reload import reload_location
-from elt_repo.sensors import health_events
 from elt_repo.settings import Settings, SettingsError, load_settings, read_dotenv
-from elt_repo.summary import render, summarize
 
 # "Receiving objects:  45% (450/1000)", "remote: Counting objects: 100% (5/5), done."
 _PROGRESS = re.compile(r"(?P<phase>.*?):\s+\d")
@@ -114,7 +114,7 @@ def _sync_partitions(
     """Add and remove dynamic partitions as the sensor would; what changed, per name."""
     from dagster import AddDynamicPartitionsRequest
 
-    from elt_repo.build.partitions import apply_partition_requests, dynamic_partition_requests
+    from elt_repo.defs.partitions import apply_partition_requests, dynamic_partition_requests
 
     requests = dynamic_partition_requests(manifest, instance, previous)
     apply_partition_requests(instance, requests)

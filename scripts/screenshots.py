@@ -193,7 +193,7 @@ def materialize_examples(env: Mapping[str, str], log_path: Path) -> None:
         from dagster import DagsterInstance
 
         import elt_repo.definitions as location
-        from elt_repo.demo import materialize_all
+        from elt_repo.cli.demo import materialize_all
 
         with DagsterInstance.get() as instance:
             outcomes = materialize_all(location.defs, location.manifest, instance)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from elt_repo.discovery import DisabledPipeline
+from elt_repo.discovery.walk import DisabledPipeline
 from elt_repo.manifest import Manifest, ManifestStore
 from elt_repo.schemas import ConfigError, PipelineSpec, SlingSpec, SlingStreamSpec, spec_to_dict
 

@@ -19,9 +19,9 @@ from dagster._core.definitions.metadata import (
     UrlMetadataValue,
 )
 
-from elt_repo.build import build_definitions
+from elt_repo.defs.build import build_definitions
+from elt_repo.defs.resources import build_resources
 from elt_repo.refresh import refresh
-from elt_repo.resources import build_resources
 from tests.conftest import PipelinesRepo
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_repo"

@@ -20,8 +20,8 @@ from types import ModuleType
 import git
 import pytest
 
-from elt_repo.git_runner import GitRunner
-from elt_repo.git_urls import parse_url
+from elt_repo.git.runner import GitRunner
+from elt_repo.git.urls import parse_url
 from tests.conftest import PROJECT_DIR, PipelinesRepo
 from tests.fake_webserver import LOAD_FAILED, RELOADED, FakeWebserver
 from tests.git_http_server import GitHttpsServer

@@ -51,11 +51,11 @@ from dagster import (
     serialize_value,
 )
 
-from elt_repo.build import build_definitions
+from elt_repo.defs.build import build_definitions
+from elt_repo.defs.resources import build_resources
+from elt_repo.defs.sensors import repo_sensor
 from elt_repo.manifest import Manifest
 from elt_repo.refresh import refresh
-from elt_repo.resources import build_resources
-from elt_repo.sensors import repo_sensor
 from elt_repo.settings import EXAMPLES_DIR, Settings
 from tests.conftest import PROJECT_DIR, PipelinesRepo, make_settings
 from tests.git_http_server import GitHttpsServer
@@ -128,7 +128,7 @@ SURFACES = (
 )
 
 CAUSE_CHAIN_LEAK = (
-    "LEAK: elt_repo/build/common.py with_failure_details() raises the redacted Failure "
+    "LEAK: elt_repo/defs/assets.py with_failure_details() raises the redacted Failure "
     "`from exc`; Dagster serializes the __cause__ chain (the unredacted exception) into the "
     "STEP_FAILURE and RUN_FAILURE events, which reach the event log, the console log, the "
     "compute logs and the exception a caller of materialize() gets"

@@ -15,7 +15,7 @@ from dagster import (
     materialize,
 )
 
-from elt_repo.build.partitions import apply_partition_requests, dynamic_partition_requests
+from elt_repo.defs.partitions import apply_partition_requests, dynamic_partition_requests
 from elt_repo.manifest import Manifest
 
 RANGE_START = "dagster/asset_partition_range_start"

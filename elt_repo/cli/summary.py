@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from elt_repo.discovery import Discovery
+from elt_repo.discovery.walk import Discovery
 from elt_repo.manifest import Manifest
 
 

@@ -24,11 +24,11 @@ from dagster import (
     MetadataValue,
 )
 
-from elt_repo.build.automation import automation_condition
-from elt_repo.build.metadata import code_references, definition_metadata
-from elt_repo.build.partitions import backfill_policy, partitions_def
-from elt_repo.build.retries import retry_policy
-from elt_repo.build.run_metadata import RunFacts
+from elt_repo.defs.automation import automation_condition
+from elt_repo.defs.metadata import code_references, definition_metadata
+from elt_repo.defs.partitions import backfill_policy, partitions_def
+from elt_repo.defs.retries import retry_policy
+from elt_repo.defs.run_metadata import RunFacts
 from elt_repo.manifest import Manifest, ManifestStore
 from elt_repo.redact import redact
 from elt_repo.schemas import PipelineSpec

@@ -1,4 +1,4 @@
-"""Layer 5: the Dagster side. Pure: builds Definitions from a manifest, no network, no pipeline code."""
+"""Assembling the Definitions: pure, from a manifest; no network, no pipeline code."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import logging
 
 from dagster import AssetsDefinition, Definitions, ScheduleDefinition
 
-from elt_repo.build.automation import automation_sensors, pipeline_schedule
-from elt_repo.build.common import COMMIT_TAG, BuildContext
-from elt_repo.build.dlt_assets import build_dlt_assets, dataset_error
-from elt_repo.build.dlt_run_assets import build_dlt_run_asset
-from elt_repo.build.errors import health_definitions
-from elt_repo.build.sling_assets import build_sling_assets
+from elt_repo.defs.assets import COMMIT_TAG, BuildContext
+from elt_repo.defs.automation import automation_sensors, pipeline_schedule
+from elt_repo.defs.dlt.assets import build_dlt_assets, dataset_error
+from elt_repo.defs.dlt.run_assets import build_dlt_run_asset
+from elt_repo.defs.health import health_definitions
+from elt_repo.defs.sling.assets import build_sling_assets
 from elt_repo.manifest import Manifest
 from elt_repo.schemas import ConfigError, PipelineSpec
 from elt_repo.settings import Settings

@@ -7,7 +7,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
-from elt_repo.build.sling_resource import EltSlingResource
+from elt_repo.defs.sling.resource import EltSlingResource
 from elt_repo.settings import Settings
 
 

@@ -22,14 +22,14 @@ from dagster import (
     sensor,
 )
 
-from elt_repo.build.common import COMMIT_TAG
-from elt_repo.build.errors import broken, check_evaluation, manifest_observation
-from elt_repo.build.partitions import dynamic_partition_requests
-from elt_repo.git_urls import redact_url
+from elt_repo.defs.assets import COMMIT_TAG
+from elt_repo.defs.health import broken, check_evaluation, manifest_observation
+from elt_repo.defs.partitions import dynamic_partition_requests
+from elt_repo.defs.reload import reload_location
+from elt_repo.git.urls import redact_url
 from elt_repo.manifest import Manifest
 from elt_repo.redact import redact
 from elt_repo.refresh import refresh
-from elt_repo.reload import reload_location
 from elt_repo.settings import Settings
 
 log = logging.getLogger(__name__)

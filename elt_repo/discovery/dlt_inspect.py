@@ -1,6 +1,6 @@
 """List a dlt source's resources in a subprocess, so a hanging or crashing import stays contained.
 
-Workers run as `python -m elt_repo.dlt_inspect --serve`: one JSON request per line on stdin,
+Workers run as `python -m elt_repo.discovery.dlt_inspect --serve`: one JSON request per line on stdin,
 one marked JSON reply per request on stdout.
 """
 
@@ -198,11 +198,11 @@ _REPLY = "\x1eelt_inspect_reply "
 
 
 class _Worker:
-    """One `python -m elt_repo.dlt_inspect --serve`: imports dlt once, answers many requests."""
+    """One `python -m elt_repo.discovery.dlt_inspect --serve`: imports dlt once, answers many requests."""
 
     def __init__(self, env: Mapping[str, str]):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "elt_repo.dlt_inspect", "--serve"],
+            [sys.executable, "-m", "elt_repo.discovery.dlt_inspect", "--serve"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

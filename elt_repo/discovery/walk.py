@@ -11,14 +11,14 @@ from typing import Any
 
 import yaml
 
-from elt_repo.dlt_inspect import (
+from elt_repo.discovery.dlt_inspect import (
     InspectError,
     InspectorPool,
     inspect_run,
     list_resources,
     shared_pool,
 )
-from elt_repo.layout import (
+from elt_repo.discovery.layout import (
     CONFIG_FILE,
     RUN_FILE,
     default_name,
@@ -26,7 +26,7 @@ from elt_repo.layout import (
     find_pipeline_folders,
     infer_tool,
 )
-from elt_repo.pipeline_files import content_hash, resolve_args, stream_table
+from elt_repo.discovery.pipeline_files import content_hash, resolve_args, stream_table
 from elt_repo.schemas import (
     ConfigError,
     ConfigException,

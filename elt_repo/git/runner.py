@@ -24,7 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from elt_repo.git_urls import GitSourceError, GitUrl
+from elt_repo.git.urls import GitSourceError, GitUrl
 
 logger = logging.getLogger(__name__)
 

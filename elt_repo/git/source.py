@@ -14,8 +14,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from elt_repo.git_runner import GitRunner
-from elt_repo.git_urls import (
+from elt_repo.git.runner import GitRunner
+from elt_repo.git.urls import (
     GitSourceError,
     parse_url,
     redact_url,

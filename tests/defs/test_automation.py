@@ -21,12 +21,12 @@ from dagster import (
     evaluate_automation_conditions,
 )
 
-from elt_repo.build import build_definitions
-from elt_repo.build.automation import automation_condition
-from elt_repo.build.partitions import apply_partition_requests, dynamic_partition_requests
-from elt_repo.discovery import discover
+from elt_repo.defs.automation import automation_condition
+from elt_repo.defs.build import build_definitions
+from elt_repo.defs.partitions import apply_partition_requests, dynamic_partition_requests
+from elt_repo.defs.resources import build_resources
+from elt_repo.discovery.walk import discover
 from elt_repo.manifest import Manifest
-from elt_repo.resources import build_resources
 from elt_repo.schemas import (
     AutomationSpec,
     PartitionSpec,

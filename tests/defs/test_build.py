@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, AssetsDefinition, AssetSpec, Backoff, Definitions, Jitter
 
-from elt_repo.build import build_definitions
-from elt_repo.build.common import duckdb_pool
-from elt_repo.build.errors import MANIFEST_KEY
-from elt_repo.discovery import discover
+from elt_repo.defs.assets import duckdb_pool
+from elt_repo.defs.build import build_definitions
+from elt_repo.defs.health import MANIFEST_KEY
+from elt_repo.discovery.walk import discover
 from elt_repo.manifest import Manifest
 from elt_repo.schemas import ConfigError
 from elt_repo.settings import EXAMPLES_DIR
 from tests.conftest import PROJECT_DIR, make_settings
 
-SNAPSHOT = Path(__file__).parent / "snapshots" / "example_asset_specs.json"
+SNAPSHOT = PROJECT_DIR / "tests" / "snapshots" / "example_asset_specs.json"
 COMMIT = "c0ffee" + "0" * 34
 
 

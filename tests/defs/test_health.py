@@ -6,10 +6,10 @@ from pathlib import Path
 
 from dagster import AssetCheckKey, AssetKey, AssetsDefinition, DagsterInstance, build_sensor_context
 
-from elt_repo.build import build_definitions
-from elt_repo.build.errors import CHECK_NAME, MANIFEST_KEY
+from elt_repo.defs.build import build_definitions
+from elt_repo.defs.health import CHECK_NAME, MANIFEST_KEY
+from elt_repo.defs.sensors import repo_sensor
 from elt_repo.refresh import refresh
-from elt_repo.sensors import repo_sensor
 from tests.conftest import PipelinesRepo, make_settings
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, Definitions
 
-from elt_repo.build import build_definitions
-from elt_repo.demo import materialize_all, table_counts
-from elt_repo.dlt_inspect import import_pipeline_module
+from elt_repo.cli.demo import materialize_all, table_counts
+from elt_repo.defs.build import build_definitions
+from elt_repo.defs.resources import build_resources
+from elt_repo.discovery.dlt_inspect import import_pipeline_module
 from elt_repo.refresh import refresh
-from elt_repo.resources import build_resources
 from elt_repo.settings import EXAMPLES_DIR
 
 pytestmark = pytest.mark.slow

@@ -17,10 +17,10 @@ import duckdb
 import pytest
 from dagster import AssetsDefinition, DagsterEventType, DagsterInstance, materialize
 
-from elt_repo.build import build_definitions
-from elt_repo.demo import RANGE_END, RANGE_START
+from elt_repo.cli.demo import RANGE_END, RANGE_START
+from elt_repo.defs.build import build_definitions
+from elt_repo.defs.resources import build_resources
 from elt_repo.refresh import refresh
-from elt_repo.resources import build_resources
 from elt_repo.settings import EXAMPLES_DIR, Settings
 from tests.conftest import PipelinesRepo
 
@@ -39,7 +39,7 @@ class Loader:
     def reload(self) -> None:
         result = refresh(self.settings)
         assert result.error is None and result.manifest.errors == (), result
-        from elt_repo.build.partitions import apply_partition_requests, dynamic_partition_requests
+        from elt_repo.defs.partitions import apply_partition_requests, dynamic_partition_requests
 
         apply_partition_requests(
             self.instance, dynamic_partition_requests(result.manifest, self.instance)
@@ -159,7 +159,7 @@ def test_sling_day_reruns_and_backfill_equal_the_source(loader: Loader) -> None:
 
 
 def test_dlt_static_key_reruns_are_idempotent(loader: Loader) -> None:
-    from elt_repo.dlt_inspect import import_pipeline_module
+    from elt_repo.discovery.dlt_inspect import import_pipeline_module
 
     sales = import_pipeline_module(EXAMPLES_DIR / "store_sales", "pipeline.py", "test_sales")
     for _ in range(2):

@@ -6,10 +6,10 @@ import duckdb
 import pytest
 from dagster import AssetKey, AssetsDefinition, materialize
 
-from elt_repo.build import build_definitions
-from elt_repo.build.common import COMMIT_TAG
+from elt_repo.defs.assets import COMMIT_TAG
+from elt_repo.defs.build import build_definitions
+from elt_repo.defs.resources import build_resources
 from elt_repo.refresh import refresh
-from elt_repo.resources import build_resources
 from tests.conftest import PipelinesRepo
 
 pytestmark = pytest.mark.slow

@@ -10,11 +10,11 @@ import duckdb
 import pytest
 from dagster import AssetKey, AssetsDefinition, materialize
 
-from elt_repo.build import build_definitions
-from elt_repo.build.run_metadata import commit_url, redacted_config
-from elt_repo.demo import QUIET
+from elt_repo.cli.demo import QUIET
+from elt_repo.defs.build import build_definitions
+from elt_repo.defs.resources import build_resources
+from elt_repo.defs.run_metadata import commit_url, redacted_config
 from elt_repo.refresh import refresh
-from elt_repo.resources import build_resources
 from elt_repo.settings import EXAMPLES_DIR
 
 VOCABULARY = {

@@ -22,9 +22,9 @@ from dagster import (
     build_sensor_context,
 )
 
+from elt_repo.defs.sensors import SENSOR_NAME, repo_sensor
 from elt_repo.manifest import ManifestStore
 from elt_repo.refresh import refresh
-from elt_repo.sensors import SENSOR_NAME, repo_sensor
 from tests.conftest import PROJECT_DIR, PipelinesRepo, git
 from tests.fake_webserver import RELOADED, FakeWebserver
 from tests.git_http_server import GitHttpsServer
@@ -284,7 +284,7 @@ def test_a_hanging_remote_fails_the_tick_within_its_budget(
     """A remote that accepts connections and never answers: the tick gives up in time."""
     import socket
 
-    from elt_repo import sensors
+    from elt_repo.defs import sensors
 
     monkeypatch.setattr(sensors, "TICK_BUDGET_SECONDS", 4.0)
     settings = settings_for(examples_repo.url)

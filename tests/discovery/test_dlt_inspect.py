@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from elt_repo.dlt_inspect import (
+from elt_repo.discovery.dlt_inspect import (
     InspectError,
     InspectorPool,
     close_shared_pools,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from elt_repo.pipeline_files import (
+from elt_repo.discovery.pipeline_files import (
     content_hash,
     fill_partition_vars,
     resolve_args,

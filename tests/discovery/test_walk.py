@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from elt_repo.discovery import discover
+from elt_repo.discovery.walk import discover
 from elt_repo.settings import EXAMPLES_DIR
 
 GOOD_DLT = """

@@ -17,7 +17,7 @@ from pathlib import Path
 import git
 import pytest
 
-from elt_repo.git_source import (
+from elt_repo.git.source import (
     Checkout,
     GitSource,
     GitSourceError,

@@ -18,7 +18,7 @@ from dagster import (
 )
 from dagster_sling import DagsterSlingTranslator
 
-from elt_repo.build.common import (
+from elt_repo.defs.assets import (
     BuildContext,
     asset_key,
     duckdb_pool,
@@ -26,10 +26,10 @@ from elt_repo.build.common import (
     pipeline_asset_spec,
     with_failure_details,
 )
-from elt_repo.build.partitions import partition_values
-from elt_repo.build.run_metadata import with_metadata
-from elt_repo.build.sling_resource import WAREHOUSE, EltSlingResource
-from elt_repo.pipeline_files import (
+from elt_repo.defs.partitions import partition_values
+from elt_repo.defs.run_metadata import with_metadata
+from elt_repo.defs.sling.resource import WAREHOUSE, EltSlingResource
+from elt_repo.discovery.pipeline_files import (
     fill_partition_vars,
     resolve_stream_name,
     stream_object,

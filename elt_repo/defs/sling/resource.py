@@ -9,7 +9,7 @@ from typing import Any
 
 from dagster_sling import SlingConnectionResource, SlingResource
 
-from elt_repo.pipeline_files import resolve_local
+from elt_repo.discovery.pipeline_files import resolve_local
 from elt_repo.settings import interpolate_tree
 from elt_repo.tool_env import sling_environment
 

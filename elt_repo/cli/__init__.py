@@ -1,0 +1,1 @@
+"""What only scripts/ uses: the demo and the refresh summary printer."""

@@ -1,0 +1,1 @@
+"""Layer 6: the Dagster side, built from a manifest: assets, automation, sensors, resources."""

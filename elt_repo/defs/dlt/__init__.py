@@ -1,0 +1,1 @@
+"""dlt pipelines as Dagster assets: per-resource multi-assets and reference-style `run()` assets."""

@@ -1,0 +1,1 @@
+"""Sling replications as Dagster assets, and the Sling resource they run with."""
