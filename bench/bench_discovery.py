@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT))
 from _timing import measure, report  # noqa: E402
 
-from elt_repo.discovery.dlt_inspect import close_shared_pools  # noqa: E402
+from elt_repo.discovery.inspector_pool import close_shared_pools  # noqa: E402
 from elt_repo.manifest import ManifestStore  # noqa: E402
 from elt_repo.refresh import refresh  # noqa: E402
 from elt_repo.settings import Settings, load_settings  # noqa: E402

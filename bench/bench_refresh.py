@@ -25,7 +25,7 @@ from bench_discovery import make_repo  # noqa: E402
 from dagster import DagsterInstance, build_sensor_context  # noqa: E402
 
 from elt_repo.defs.sensors import repo_sensor  # noqa: E402
-from elt_repo.discovery.dlt_inspect import close_shared_pools  # noqa: E402
+from elt_repo.discovery.inspector_pool import close_shared_pools  # noqa: E402
 from elt_repo.git.example_repo import ensure_example_repo  # noqa: E402
 from elt_repo.manifest import ManifestStore  # noqa: E402
 from elt_repo.refresh import refresh  # noqa: E402

@@ -44,7 +44,7 @@ from dagster import Definitions  # noqa: E402
 from elt_repo.defs.build import build_definitions  # noqa: E402
 from elt_repo.defs.resources import build_resources  # noqa: E402
 from elt_repo.defs.sensors import repo_sensor  # noqa: E402
-from elt_repo.discovery.dlt_inspect import close_shared_pools  # noqa: E402
+from elt_repo.discovery.inspector_pool import close_shared_pools  # noqa: E402
 from elt_repo.git.example_repo import ensure_example_repo  # noqa: E402
 from elt_repo.refresh import refresh  # noqa: E402
 from elt_repo.settings import load_settings  # noqa: E402

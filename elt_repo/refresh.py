@@ -14,7 +14,7 @@ from typing import Any
 
 import git
 
-from elt_repo.discovery.dlt_inspect import shared_pool
+from elt_repo.discovery.inspector_pool import shared_pool
 from elt_repo.discovery.walk import INSPECT_WORKERS, Discovery, discover
 from elt_repo.git.example_repo import ensure_example_repo
 from elt_repo.git.source import GitSource, GitSourceError, redact_url

@@ -128,7 +128,7 @@ SURFACES = (
 )
 
 CAUSE_CHAIN_LEAK = (
-    "LEAK: elt_repo/defs/assets.py with_failure_details() raises the redacted Failure "
+    "LEAK: elt_repo/defs/failures.py with_failure_details() raises the redacted Failure "
     "`from exc`; Dagster serializes the __cause__ chain (the unredacted exception) into the "
     "STEP_FAILURE and RUN_FAILURE events, which reach the event log, the console log, the "
     "compute logs and the exception a caller of materialize() gets"

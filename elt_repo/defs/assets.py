@@ -1,28 +1,18 @@
-"""What every asset of a pipeline shares: key, group, owners, tags, kinds, metadata, automation."""
+"""What every asset of a pipeline shares (key, group, owners, tags, kinds, metadata, automation),
+and the commit a run executes."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import re
-import traceback
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dagster import (
-    AssetExecutionContext,
-    AssetKey,
-    AssetSpec,
-    Failure,
-    MaterializeResult,
-    MetadataValue,
-)
+from dagster import AssetExecutionContext, AssetKey, AssetSpec
 
 from elt_repo.defs.automation import automation_condition
 from elt_repo.defs.metadata import code_references, definition_metadata
@@ -30,7 +20,6 @@ from elt_repo.defs.partitions import backfill_policy, partitions_def
 from elt_repo.defs.retries import retry_policy
 from elt_repo.defs.run_metadata import RunFacts
 from elt_repo.manifest import Manifest, ManifestStore
-from elt_repo.redact import redact
 from elt_repo.schemas import PipelineSpec
 from elt_repo.settings import Settings
 
@@ -181,100 +170,3 @@ def multi_asset_args(pipeline: PipelineSpec, specs: list[AssetSpec], pool: str) 
         "pool": pool,
         "op_tags": {"elt/pipeline": pipeline.name},
     }
-
-
-# Loggers of the tools whose last lines a failure carries (Sling's own output comes in its error).
-TOOL_LOGGERS = ("dlt", "dagster_sling", "sling")
-LOG_TAIL_LINES = 50
-TRACEBACK_CHARS = 8000
-
-
-class LogTail(logging.Handler):
-    """Keeps the last lines the tools logged while a step ran."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # A log line that cannot be formatted is not worth failing over.
-        with suppress(Exception):
-            self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
-
-    @contextmanager
-    def attached(self) -> Iterator[LogTail]:
-        loggers = [logging.getLogger(name) for name in TOOL_LOGGERS]
-        for logger in loggers:
-            logger.addHandler(self)
-        try:
-            yield self
-        finally:
-            for logger in loggers:
-                logger.removeHandler(self)
-
-
-def step_failure(
-    context: AssetExecutionContext,
-    pipeline: PipelineSpec,
-    exc: Exception,
-    log_lines: Iterable[str] = (),
-) -> Failure:
-    """A Failure that says which pipeline, partition and attempt failed, how, and the tool's
-    last log lines; everything redacted."""
-    attempt = context.retry_number + 1
-    attempts = (pipeline.retry.max_retries if pipeline.retry else 0) + 1
-    message = redact(str(exc.description if isinstance(exc, Failure) else exc).strip() or repr(exc))
-    partition = ""
-    if context.has_partition_key_range:
-        keys = context.partition_key_range
-        partition = keys.start if keys.start == keys.end else f"{keys.start}...{keys.end}"
-    where = f" partition {partition}" if partition else ""
-    tail = [*log_lines, *message.splitlines()][-LOG_TAIL_LINES:]
-    metadata: dict[str, Any] = dict(exc.metadata) if isinstance(exc, Failure) else {}
-    metadata.update(
-        {
-            "elt/pipeline": pipeline.name,
-            "elt/error_type": type(exc).__name__,
-            "elt/error": MetadataValue.text(message[:4000]),
-            "elt/attempt": attempt,
-            "elt/max_attempts": attempts,
-            "elt/partition": partition,
-            "elt/log_tail": MetadataValue.md("```\n" + redact("\n".join(tail)) + "\n```"),
-            "elt/traceback": MetadataValue.text(
-                redact("".join(traceback.format_exception(exc)))[-TRACEBACK_CHARS:]
-            ),
-        }
-    )
-    tables = sorted({j["table"] for j in getattr(metadata.get("failed_jobs"), "value", None) or []})
-    if tables:
-        metadata["elt/failed_tables"] = ", ".join(tables)
-    return Failure(
-        description=f"{pipeline.name}{where} failed on attempt {attempt} of {attempts}: "
-        f"{type(exc).__name__}: {_summary(message) or type(exc).__name__}",
-        metadata=metadata,
-        allow_retries=exc.allow_retries if isinstance(exc, Failure) else True,
-    )
-
-
-def _summary(message: str) -> str:
-    """A message's first line, and its last when there are more: tools often wrap the cause,
-    as dlt's "... failed at `step=sync` with exception:" does, and the cause comes last."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    if len(lines) > 1:
-        return f"{lines[0][:300]} … {lines[-1][:300]}"
-    return lines[0][:500] if lines else ""
-
-
-def with_failure_details(
-    context: AssetExecutionContext, pipeline: PipelineSpec, body: Iterator[MaterializeResult]
-) -> Iterator[MaterializeResult]:
-    """Run an asset body; any exception becomes a retryable Failure with the details."""
-    with LogTail().attached() as tail:
-        try:
-            yield from body
-        except Exception as exc:
-            failure = step_failure(context, pipeline, exc, list(tail.lines))
-            context.log.error(f"{failure.description} (commit {run_commit(context) or '?'})")
-            # `from None`: the original exception, with its unredacted message, would be
-            # stored in the event log; its redacted traceback goes into the metadata instead.
-            raise failure from None

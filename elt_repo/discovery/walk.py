@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from elt_repo.discovery.dlt_inspect import (
-    InspectError,
+from elt_repo.discovery.dlt_inspect import InspectError
+from elt_repo.discovery.inspector_pool import (
     InspectorPool,
     inspect_run,
     list_resources,

@@ -22,8 +22,8 @@ from elt_repo.defs.assets import (
     duckdb_pool,
     multi_asset_args,
     pipeline_asset_spec,
-    with_failure_details,
 )
+from elt_repo.defs.failures import with_failure_details
 from elt_repo.defs.partitions import (
     partition_kwargs,
     partition_values,

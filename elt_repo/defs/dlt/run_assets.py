@@ -19,9 +19,9 @@ from elt_repo.defs.assets import (
     duckdb_pool,
     multi_asset_args,
     pipeline_asset_spec,
-    with_failure_details,
 )
 from elt_repo.defs.dlt.load_info import load_info_metadata, other_result_metadata
+from elt_repo.defs.failures import with_failure_details
 from elt_repo.defs.run_metadata import with_metadata
 from elt_repo.discovery.dlt_inspect import import_pipeline_module
 from elt_repo.schemas import PipelineSpec

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from elt_repo.discovery.dlt_inspect import (
-    InspectError,
+from elt_repo.discovery.dlt_inspect import InspectError
+from elt_repo.discovery.inspector_pool import (
     InspectorPool,
     close_shared_pools,
     list_resources,
