@@ -1,4 +1,4 @@
-"""git_source against real repos built in tmp_path, and an HTTPS server that demands a token."""
+"""git/source.py against real repos built in tmp_path, and an HTTPS server that demands a token."""
 
 from __future__ import annotations
 
