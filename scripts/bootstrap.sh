@@ -7,4 +7,4 @@ if [ ! -x "$ROOT/.venv/bin/python" ]; then
   "$PYTHON" -m venv "$ROOT/.venv"
 fi
 "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev]"
+"$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev,postgres]"

@@ -4,6 +4,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
+# PostgreSQL server binaries for the throwaway test cluster (apt-get only when missing).
+bash "$ROOT/scripts/install_postgres.sh"
 cd "$ROOT"
 "$ROOT/.venv/bin/ruff" check "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

@@ -133,3 +133,23 @@ def _isolated_tool_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """configure_process() sets these with setdefault; start every test without them."""
     for var in ("DLT_DATA_DIR", "RUNTIME__DLTHUB_TELEMETRY"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator:
+    """One throwaway PostgreSQL server on 127.0.0.1 for the session (tests/postgres_server.py).
+
+    Skips only off CI when the server binaries are missing; with CI set it fails instead.
+    """
+    from tests.postgres_server import PostgresServer, find_bin_dir
+
+    if find_bin_dir() is None and not os.environ.get("CI"):
+        pytest.skip(
+            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb); "
+            "run scripts/install_postgres.sh as root or apt-get install postgresql"
+        )
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
