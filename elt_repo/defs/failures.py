@@ -4,6 +4,7 @@ and the cause, all redacted."""
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,9 @@ from elt_repo.schemas import PipelineSpec
 TOOL_LOGGERS = ("dlt", "dagster_sling", "sling")
 LOG_TAIL_LINES = 50
 TRACEBACK_CHARS = 8000
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# Sling's fatal block: a generic first line, then per stream a "--- <stream> ---" header.
+_SLING_DECOR = re.compile(r"^(-{3,}.*-{3,}|~ failure running replication\b.*)$")
 
 
 class LogTail(logging.Handler):
@@ -56,7 +60,8 @@ def step_failure(
     last log lines; everything redacted."""
     attempt = context.retry_number + 1
     attempts = (pipeline.retry.max_retries if pipeline.retry else 0) + 1
-    message = redact(str(exc.description if isinstance(exc, Failure) else exc).strip() or repr(exc))
+    raw = str(exc.description if isinstance(exc, Failure) else exc)
+    message = redact(plain(raw).strip() or repr(exc))
     partition = ""
     if context.has_partition_key_range:
         keys = context.partition_key_range
@@ -72,9 +77,9 @@ def step_failure(
             "elt/attempt": attempt,
             "elt/max_attempts": attempts,
             "elt/partition": partition,
-            "elt/log_tail": MetadataValue.md("```\n" + redact("\n".join(tail)) + "\n```"),
+            "elt/log_tail": MetadataValue.md("```\n" + redact(plain("\n".join(tail))) + "\n```"),
             "elt/traceback": MetadataValue.text(
-                redact("".join(traceback.format_exception(exc)))[-TRACEBACK_CHARS:]
+                redact(plain("".join(traceback.format_exception(exc))))[-TRACEBACK_CHARS:]
             ),
         }
     )
@@ -89,10 +94,32 @@ def step_failure(
     )
 
 
+def plain(text: str) -> str:
+    """`text` without terminal colour and cursor codes, which Sling writes into its errors."""
+    return _ANSI.sub("", text)
+
+
+def _sling_cause(lines: list[str]) -> str | None:
+    """What Sling says after `fatal:`, without its banner, separators and stream headers:
+    e.g. "Failed to execute SQL: IO Error: Could not set lock on file ...". None if no fatal."""
+    if "fatal:" not in lines:
+        return None
+    cause = [
+        line.removeprefix("~ ")
+        for line in lines[lines.index("fatal:") + 1 :]
+        if not _SLING_DECOR.match(line)
+    ]
+    return ": ".join(cause[:2]) if cause else None
+
+
 def _summary(message: str) -> str:
-    """A message's first line, and its last when there are more: tools often wrap the cause,
-    as dlt's "... failed at `step=sync` with exception:" does, and the cause comes last."""
+    """The cause in one line. Sling's is what follows its `fatal:`; otherwise the message's
+    first line, and its last when there are more: tools often wrap the cause, as dlt's
+    "... failed at `step=sync` with exception:" does, and the cause comes last."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
+    sling = _sling_cause(lines)
+    if sling:
+        return sling[:600]
     if len(lines) > 1:
         return f"{lines[0][:300]} … {lines[-1][:300]}"
     return lines[0][:500] if lines else ""
