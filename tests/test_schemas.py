@@ -138,6 +138,14 @@ BAD = [
         "automation.condition",
         "pick one",
     ),
+    *(
+        (
+            {"automation": condition, "schedule": {"cron_schedule": "0 2 * * *"}},
+            "automation.condition",
+            f"{condition!r} ignores schedule.cron_schedule '0 2 * * *'",
+        )
+        for condition in ("eager", "on_missing", "none")
+    ),
     (
         {"schedule": {"cron_schedule": "0 2 * * *", "mode": "cron"}},
         "schedule.mode",
@@ -345,3 +353,17 @@ def test_spec_round_trips_through_json() -> None:
 def test_spec_from_dict_rejects_unknown_fields() -> None:
     with pytest.raises(ValueError, match="unknown fields"):
         spec_from_dict(RetrySpec, {"max_retries": 1, "delay": 0, "surprise": True})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"automation": "eager", "schedule": {"cron_schedule": "0 2 * * *", "mode": "schedule"}},
+        {"automation": "eager", "schedule": {"enabled": False}},
+        {"automation": "on_cron", "schedule": {"cron_schedule": "0 2 * * *"}},
+        {"automation": {"on_code_change": True}, "schedule": {"cron_schedule": "0 2 * * *"}},
+    ],
+)
+def test_a_schedule_beside_automation_that_uses_or_keeps_it_loads(raw: dict) -> None:
+    loaded = load_pipeline_config({"dlt": DLT, **raw}, PATH)
+    assert loaded["schedule"] is not None and loaded["automation"] is not None

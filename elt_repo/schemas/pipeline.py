@@ -246,6 +246,14 @@ class PipelineConfigSchema(_Strict):
                 "pick one",
                 "automation.condition",
             )
+        ignoring = condition in ("eager", "on_missing", "none")
+        if ignoring and scheduled and schedule.get("mode", "automation") == "automation":
+            raise ValidationError(
+                f"{condition!r} ignores schedule.cron_schedule {schedule.get('cron_schedule')!r}: "
+                "use condition on_cron, set schedule.enabled: false, or schedule.mode: schedule "
+                "to keep both",
+                "automation.condition",
+            )
 
     @validates_schema
     def _one_group(self, data: dict[str, Any], **_: Any) -> None:
