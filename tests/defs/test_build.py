@@ -262,7 +262,7 @@ def test_definitions_validate_cli(tmp_path: Path, examples_repo) -> None:
 def test_instance_config_queues_runs_and_limits_each_pool_to_one(instance) -> None:
     config = instance.get_concurrency_config()
     assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-    assert config.pool_config.pool_granularity.value == "run"
+    assert config.pool_config.pool_granularity.value == "op"
     assert config.pool_config.default_pool_limit == 1
     assert config.run_queue_config.max_concurrent_runs == 4
     assert instance.telemetry_enabled is False
