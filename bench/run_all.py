@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         ["--sizes", "10", "100", "1000", "--repeats", "5"],
         ["--sizes", "4", "--repeats", "1"],
     ),
+    "bench_executors.py": (["--repeats", "5"], ["--repeats", "1"]),
 }
 
 

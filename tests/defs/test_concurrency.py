@@ -11,18 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_DIR, PipelinesRepo
+from tests.example_runs import EXAMPLE_STEPS, materialize_examples_at_once
 
 pytestmark = pytest.mark.slow
 
-DAGSTER = str(Path(sys.executable).parent / "dagster")
-# Every example pipeline, all writing the one warehouse file. Dagster runs one partitions
-# definition per run, so they go as three runs at once: each of the first two runs two
-# pipelines, whose steps the multiprocess executor would start in parallel.
-RUNS = [
-    ["csv_orders/customers,csv_orders/orders,shop_sqlite/inventory,shop_sqlite/products"],
-    ["github_issues/issues,github_issues/comments,shop_events/events", "--partition", "2024-03-15"],
-    ["store_sales/stores,store_sales/daily_sales", "--partition", "us-east"],
-]
 ENDS = {"STEP_SUCCESS", "STEP_FAILURE", "STEP_UP_FOR_RETRY"}
 
 
@@ -60,21 +52,9 @@ def test_parallel_runs_of_every_example_never_write_the_warehouse_at_once(
     refresh = [sys.executable, "scripts/refresh.py", "--quiet", "--sync-partitions"]
     subprocess.run(refresh, cwd=PROJECT_DIR, env=env, check=True, capture_output=True)
     for attempt in range(5):
-        procs = [
-            subprocess.Popen(
-                [DAGSTER, "asset", "materialize", "-m", "elt_repo.definitions", "--select", *run],
-                cwd=PROJECT_DIR,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for run in RUNS
-        ]
-        outputs = [proc.communicate(timeout=600)[0] for proc in procs]
-        for proc, out in zip(procs, outputs, strict=True):
+        for returncode, out in materialize_examples_at_once(env):
             assert "Conflicting lock" not in out, f"attempt {attempt + 1}: {out[-3000:]}"
-            assert proc.returncode == 0, f"attempt {attempt + 1}: {out[-3000:]}"
+            assert returncode == 0, f"attempt {attempt + 1}: {out[-3000:]}"
 
     with DagsterInstance.from_config(str(home)) as instance:
         intervals = step_intervals(instance)
@@ -82,15 +62,6 @@ def test_parallel_runs_of_every_example_never_write_the_warehouse_at_once(
         for _, _, step in intervals:
             attempts[step] += 1
     # Five times every pipeline's step, each once: no attempt failed and was retried.
-    assert dict(attempts) == {
-        f"{name}__{tool}": 5
-        for name, tool in [
-            ("csv_orders", "sling"),
-            ("shop_sqlite", "sling"),
-            ("github_issues", "dlt"),
-            ("shop_events", "sling"),
-            ("store_sales", "dlt"),
-        ]
-    }
+    assert dict(attempts) == dict.fromkeys(EXAMPLE_STEPS, 5)
     for (_, end, step), (start, _, following) in zip(intervals, intervals[1:], strict=False):
         assert start >= end, f"{following} started while {step} was still writing"

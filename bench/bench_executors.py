@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Every example pipeline at once, multiprocess against in-process steps.
+
+    .venv/bin/python bench/bench_executors.py [--repeats 5]
+
+Each case starts the three `dagster asset materialize` runs of tests/example_runs.py together
+(all of them write one DuckDB warehouse, so the pools serialize their steps) and waits for all
+three. Baseline: ELT_EXECUTOR=in_process, every step in its run's process. Against it, the
+default multiprocess executor, a process per step. Every run must succeed, and none may hit
+DuckDB's lock ("Conflicting lock"): the run fails the benchmark otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(ROOT))
+from _timing import measure, report  # noqa: E402
+
+from elt_repo.git.example_repo import ensure_example_repo  # noqa: E402
+from tests.example_runs import materialize_examples_at_once  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        origin = Path(tmp) / "origin"
+        ensure_example_repo(origin)
+        home = Path(tmp) / "dagster_home"
+        home.mkdir()
+        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "ELT_REPO_URL": f"file://{origin}",
+            "ELT_STATE_DIR": f"{tmp}/state",
+            "ELT_WAREHOUSE": f"{tmp}/warehouse.duckdb",
+        }
+        refresh = [sys.executable, "scripts/refresh.py", "--quiet", "--sync-partitions"]
+        subprocess.run(refresh, cwd=ROOT, env=env, check=True, capture_output=True)
+        lock_errors = 0
+
+        def run_all(executor: str) -> None:
+            nonlocal lock_errors
+            for returncode, out in materialize_examples_at_once({**env, "ELT_EXECUTOR": executor}):
+                lock_errors += out.count("Conflicting lock")
+                assert returncode == 0, out[-3000:]
+
+        medians = measure(
+            {
+                "in_process: 3 runs, 5 pipelines": lambda: run_all("in_process"),
+                "multiprocess: 3 runs, 5 pipelines": lambda: run_all("multiprocess"),
+            },
+            args.repeats,
+            rss="children",
+        )
+        report("every example pipeline at once", medians, "in_process: 3 runs, 5 pipelines")
+        print(f"\nDuckDB lock errors in {2 * args.repeats} rounds of 3 runs: {lock_errors}")
+        assert lock_errors == 0
+
+
+if __name__ == "__main__":
+    main()
