@@ -13,6 +13,7 @@ import inspect
 import json
 import os
 import sys
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,22 @@ def check_partition_args(func: Callable[..., Any], partition_args: Mapping[str, 
 
 
 def import_pipeline_module(folder: Path, file: str, module_prefix: str = "elt_pipeline") -> Any:
-    """Import a pipeline file by path, registered in sys.modules first (dlt looks it up there)."""
+    """Import a pipeline file by path, registered in sys.modules first (dlt looks it up there).
+
+    The module is `<prefix>_<hash of its path>.<file stem>`: unique per file, and its last part
+    is what dlt derives config sections from, so `SOURCES__PIPELINE__<SOURCE>__<KEY>` for a
+    `pipeline.py` is found here as when its author runs `python pipeline.py`.
+    """
     path = (folder / file).resolve()
-    name = f"{module_prefix}_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+    package = f"{module_prefix}_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+    name = f"{package}.{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {file}")
     module = importlib.util.module_from_spec(spec)
+    parent = types.ModuleType(package)
+    parent.__path__ = [str(path.parent)]  # relative imports resolve inside the folder
+    sys.modules.setdefault(package, parent)
     sys.modules[name] = module
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
@@ -62,6 +72,7 @@ def import_pipeline_module(folder: Path, file: str, module_prefix: str = "elt_pi
         spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(name, None)
+        sys.modules.pop(package, None)
         raise
     return module
 
