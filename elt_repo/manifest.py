@@ -51,6 +51,8 @@ class Manifest:
         specs = {p.folder: p for p in self.pipelines if p.name not in self.pinned}
         prior: dict[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] = {}
         for folder, record in self.folders.items():
+            if any(e.retry for e in record.errors):
+                continue  # the environment failed: discover the folder again
             if record.errors:
                 prior[folder] = (record.tree, record.errors)
             elif folder in specs:

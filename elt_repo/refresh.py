@@ -122,12 +122,14 @@ def refresh(
     known_commit: str | None = None,
     keep: Iterable[str] = (),
     deadline: float | None = None,
+    force: bool = False,
 ) -> RefreshResult:
     """Fetch, discover and store a new manifest; skip cheaply when the remote is at `known_commit`.
 
     `keep`: commits that queued or running runs are pinned to; their worktrees stay.
     `deadline`: a time.monotonic() by which git must be done, retries included (a sensor tick).
-    Only folders whose Git tree hash changed since the previous manifest are parsed again.
+    Only folders whose Git tree hash changed since the previous manifest are parsed again, and
+    those whose errors came from the environment; `force` parses every folder again.
     """
     configure_process(settings)
     store = ManifestStore(settings.manifest_path)
@@ -168,7 +170,7 @@ def refresh(
             env,
             settings.discovery_timeout,
             trees=trees,
-            prior=previous.prior() if previous else None,
+            prior=previous.prior() if previous and not force else None,
             pool=pool,
         )
         discovery, pinned = keep_last_good(discovery, previous)

@@ -127,11 +127,15 @@ def _sync_partitions(
 
 
 def _refresh(
-    settings: Settings, quiet: bool, instance: Any, webserver: tuple[str, str] | None
+    settings: Settings,
+    quiet: bool,
+    instance: Any,
+    webserver: tuple[str, str] | None,
+    force: bool = False,
 ) -> tuple[dict[str, Any], int]:
     """Refresh; then, if it fetched, sync partitions and reload as asked: summary, exit code."""
     with fetch_progress(None if quiet else ProgressPrinter(sys.stderr)):
-        result = refresh(settings)
+        result = refresh(settings, force=force)
     summary = summarize(result.manifest)
     code = 3 if result.error else 1 if summary["errors"] else 0
     if result.error is None and instance is not None:
@@ -176,6 +180,12 @@ def _parser() -> argparse.ArgumentParser:
         "$ELT_LOCATION_NAME (default elt_repo)",
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="discover every pipeline folder again, also those whose Git tree is unchanged "
+        "(after a change outside Git: a source's new tables, a driver installed)",
+    )
+    parser.add_argument(
         "-q", "--quiet", action="store_true", help="print no fetch progress on stderr"
     )
     return parser
@@ -184,6 +194,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.validate is not None and args.force:
+        parser.error("--validate always discovers every folder: it takes no --force")
     if args.validate is not None and (args.reload or args.sync_partitions):
         parser.error("--validate changes nothing: it takes neither --reload nor --sync-partitions")
     try:
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        summary, code = _refresh(settings, args.quiet, instance, webserver)
+        summary, code = _refresh(settings, args.quiet, instance, webserver, args.force)
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return code
 

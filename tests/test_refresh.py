@@ -244,3 +244,92 @@ def test_only_folders_whose_tree_changed_are_parsed_again(
     third = refresh(settings, known_commit=second.manifest.commit)
     assert third.reused == 4 and len(log.read_text().split()) == 3
     assert third.manifest.pipelines == second.manifest.pipelines
+
+
+# A source that needs a driver module: missing until a test puts it on PYTHONPATH.
+NEEDS_DRIVER = """
+import dlt
+import shopdriver
+
+
+@dlt.source
+def src():
+    return dlt.resource([{"id": 1}], name=shopdriver.TABLE)
+"""
+# A source that takes a token, given as ${SHOP_TOKEN} in its dlt.args.
+NEEDS_TOKEN = """
+import dlt
+
+
+@dlt.source
+def src(token: str):
+    return dlt.resource([{"id": 1}], name="tokens")
+"""
+# A source whose tables come from outside Git, as sql_database reflects a database's tables.
+TABLES_FROM_ENV = """
+import os
+import dlt
+
+
+@dlt.source
+def src():
+    return [dlt.resource([{"id": 1}], name=t) for t in os.environ["SHOP_TABLES"].split(",")]
+"""
+
+
+def test_errors_of_the_environment_are_retried_at_the_next_refresh(
+    repo: PipelinesRepo, settings_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing module and an unset variable are the environment's, not the folder's: the
+    next refresh tries again with no new commit. A config error stays cached."""
+    repo.write("pipelines/driver/pipeline.py", NEEDS_DRIVER)
+    repo.write("pipelines/driver/dagster.yaml", {"dlt": {"source": "pipeline.py:src"}})
+    repo.write("pipelines/token/pipeline.py", NEEDS_TOKEN)
+    repo.write(
+        "pipelines/token/dagster.yaml",
+        {"dlt": {"source": "pipeline.py:src", "args": {"token": "${SHOP_TOKEN}"}}},
+    )
+    repo.write("pipelines/broken/dagster.yaml", {"retries": "lots", "tool": "sling"})
+    repo.commit("three pipelines")
+    monkeypatch.delenv("SHOP_TOKEN", raising=False)
+    settings = settings_for(repo.url)
+    first = refresh(settings)
+    errors = {e.pipeline: e for e in first.manifest.errors}
+    assert sorted(errors) == ["broken", "driver", "token"] and first.manifest.pipelines == ()
+    assert "No module named 'shopdriver'" in errors["driver"].message
+    assert "SHOP_TOKEN" in errors["token"].message
+    assert [errors[n].retry for n in ("broken", "driver", "token")] == [False, True, True]
+
+    drivers = tmp_path / "site"
+    drivers.mkdir()
+    (drivers / "shopdriver.py").write_text("TABLE = 'orders'\n")
+    monkeypatch.setenv("PYTHONPATH", str(drivers))
+    monkeypatch.setenv("SHOP_TOKEN", "t")
+    second = refresh(settings)  # same commit
+    assert second.reused == 1  # the broken config only
+    assert names(second) == ["driver", "token"]
+    assert [e.pipeline for e in second.manifest.errors] == ["broken"]
+
+
+def test_force_discovers_unchanged_folders_again(repo: PipelinesRepo, tmp_path: Path) -> None:
+    """Tables that come from the source change without a commit: --force finds them."""
+    from tests.test_refresh_script import run
+
+    repo.write("pipelines/shop/pipeline.py", TABLES_FROM_ENV)
+    repo.write("pipelines/shop/dagster.yaml", {"dlt": {"source": "pipeline.py:src"}})
+    repo.commit("shop")
+    env = {"ELT_REPO_URL": repo.url, "SHOP_TABLES": "orders,customers"}
+
+    def tables(*args: str, **more: str) -> list[str]:
+        done = run(tmp_path, "--json", *args, **{**env, **more})
+        assert done.returncode == 0, done.stderr[-2000:]
+        manifest = ManifestStore(tmp_path / "state" / "manifest.json").read()
+        return sorted(r.table_name for r in manifest.pipelines[0].dlt.resources)
+
+    assert tables() == ["customers", "orders"]
+    assert tables(SHOP_TABLES="orders,customers,coupons") == ["customers", "orders"]
+    assert tables("--force", SHOP_TABLES="orders,customers,coupons") == [
+        "coupons",
+        "customers",
+        "orders",
+    ]

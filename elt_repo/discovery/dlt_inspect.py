@@ -28,9 +28,30 @@ class InspectError(Exception):
     `field` names the config field at fault when it is not `dlt.source` itself.
     """
 
-    def __init__(self, message: str, field: str | None = None):
+    def __init__(self, message: str, field: str | None = None, retry: bool = False):
         super().__init__(message)
         self.field = field
+        self.retry = retry  # the environment failed (see `from_environment`): try again later
+
+
+# What pipeline code raises when its environment fails rather than its code: a module not
+# installed, a source refusing the connection or not answering, a config key or variable
+# not set. dlt, SQLAlchemy and the drivers have their own classes for the last two.
+_ENVIRONMENT_ERRORS = (ImportError, OSError, TimeoutError)
+_ENVIRONMENT_ERROR_NAMES = {
+    "OperationalError",
+    "InterfaceError",
+    "ConfigFieldMissingException",
+    "ConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+}
+
+
+def from_environment(exc: BaseException) -> bool:
+    """Whether `exc` says the environment failed: worth retrying without a new commit."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return isinstance(exc, _ENVIRONMENT_ERRORS) or bool(names & _ENVIRONMENT_ERROR_NAMES)
 
 
 def check_partition_args(func: Callable[..., Any], partition_args: Mapping[str, str]) -> None:
@@ -165,7 +186,11 @@ def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
     except InspectError as exc:
         return {"error": str(exc), "field": exc.field}
     except BaseException as exc:  # the pipeline's own code may raise anything
-        return {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+        cause = exc
+        while cause.__cause__ is not None and not from_environment(cause):  # dlt wraps causes
+            cause = cause.__cause__
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return {"error": error, "retry": from_environment(cause)}
     finally:
         os.chdir(cwd)
         sys.path[:] = path_before

@@ -112,17 +112,17 @@ class _Worker:
             reply = self.replies.get(timeout=timeout)
         except queue.Empty:
             self.stop()
-            raise InspectError(f"{what} timed out after {timeout:g}s") from None
+            raise InspectError(f"{what} timed out after {timeout:g}s", retry=True) from None
         except OSError:
             reply = None
         if reply is None:
             self.proc.wait(timeout=5)
             time.sleep(0.05)  # let the stderr reader catch the last line
             tail = self.stderr[-1] if self.stderr else f"exit code {self.proc.returncode}"
-            raise InspectError(f"{what} crashed: {tail}")
+            raise InspectError(f"{what} crashed: {tail}", retry=True)
         payload = json.loads(reply)
         if "error" in payload:
-            raise InspectError(payload["error"], payload.get("field"))
+            raise InspectError(payload["error"], payload.get("field"), bool(payload.get("retry")))
         return payload
 
     @property

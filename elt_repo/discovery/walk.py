@@ -199,9 +199,9 @@ class Discoverer:
                 self.pool,
             )
         except InspectError as exc:
-            raise config_error(rel, exc.field or "dlt.source", str(exc)) from None
-        except SettingsError as exc:
-            raise config_error(rel, "dlt.source", str(exc)) from None
+            raise config_error(rel, exc.field or "dlt.source", str(exc), exc.retry) from None
+        except SettingsError as exc:  # a ${VAR} that is not set: the environment's to fix
+            raise config_error(rel, "dlt.source", str(exc), retry=True) from None
         return spec_from_config(config, **common, dlt_resources=resources)
 
     def _load_run_style(
@@ -211,7 +211,7 @@ class Discoverer:
         try:
             accepts_key = inspect_run(folder, RUN_FILE, self.timeout, self.env, self.pool)
         except InspectError as exc:
-            raise config_error(f"{rel_folder}/{RUN_FILE}", "run", str(exc)) from None
+            raise config_error(f"{rel_folder}/{RUN_FILE}", "run", str(exc), exc.retry) from None
         spec = spec_from_config(config, **common)
         run = DltSpec(source=f"{RUN_FILE}:run", style="run", accepts_partition_key=accepts_key)
         return replace(spec, dlt=run)

@@ -17,13 +17,19 @@ class ConfigError:
     # The pipeline the error belongs to, and its group, when the folder says (for the UI).
     pipeline: str | None = None
     group: str | None = None
+    # The environment failed, not the config: a source that did not answer, a variable unset,
+    # a module missing. Such an error is not kept with the folder's tree hash: the next
+    # refresh tries the folder again.
+    retry: bool = False
 
     def __str__(self) -> str:
         return f"{self.path}: {self.field}: {self.message}"
 
-    def to_dict(self) -> dict[str, str]:
-        data = {"path": self.path, "field": self.field, "message": self.message}
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"path": self.path, "field": self.field, "message": self.message}
         data.update({k: v for k, v in (("pipeline", self.pipeline), ("group", self.group)) if v})
+        if self.retry:
+            data["retry"] = True
         return data
 
 
@@ -35,9 +41,9 @@ class ConfigException(ValueError):
         super().__init__("; ".join(str(e) for e in self.errors))
 
 
-def config_error(path: str, field: str, message: str) -> ConfigException:
-    """A single problem, ready to raise."""
-    return ConfigException([ConfigError(path, field, message)])
+def config_error(path: str, field: str, message: str, retry: bool = False) -> ConfigException:
+    """A single problem, ready to raise; `retry` when the environment, not the config, failed."""
+    return ConfigException([ConfigError(path, field, message, retry=retry)])
 
 
 def flatten_messages(messages: Any, prefix: str = "") -> list[tuple[str, str]]:
