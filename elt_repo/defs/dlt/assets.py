@@ -82,6 +82,22 @@ def _source(folder: Path, pipeline: PipelineSpec, partition: dict[str, Any]) -> 
     return source
 
 
+def declared_only(source: Any, pipeline: PipelineSpec) -> tuple[Any, list[str]]:
+    """The source with only the resources the assets declare, and the tables of the others.
+
+    A source that lists its tables when called (sql_database, rest_api) can have gained one
+    since discovery; loading it would be a table with no asset, and Dagster fails a step that
+    reports an asset it does not declare. The next discovery of the folder adds its asset.
+    """
+    assert pipeline.dlt is not None
+    declared = {r.name for r in pipeline.dlt.resources}
+    present = source.selected_resources
+    extra = sorted(table_name(r) for name, r in present.items() if name not in declared)
+    if extra:
+        source = source.with_resources(*(n for n in present if n in declared))
+    return source, extra
+
+
 def table_figures(
     dlt_pipeline: Any, keys: list[AssetKey | None], catalog: str | None
 ) -> dict[AssetKey, dict[str, Any]]:
@@ -163,12 +179,19 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
             dataset_name=spec.dlt.dataset_name or spec.name,
             pipelines_dir=str(ctx.settings.dlt_dir),
         )
+        source, undeclared = declared_only(_source(pinned.folder, spec, partition), spec)
+        if undeclared:
+            context.log.warning(
+                f"{spec.name}: the source has tables no asset declares, not loaded: "
+                f"{', '.join(undeclared)}. A refresh that discovers {spec.folder} again adds "
+                "their assets (scripts/refresh.py --force)."
+            )
         started = datetime.now(UTC)
         try:
             results = list(
                 context.resources.dlt.run(
                     context=context,
-                    dlt_source=_source(pinned.folder, spec, partition),
+                    dlt_source=source,
                     dlt_pipeline=dlt_pipeline,
                     dagster_dlt_translator=elt_translator(pipeline),
                     loader_file_format=LOADER_FILE_FORMAT,
@@ -181,6 +204,9 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
         facts = ctx.run_facts(pinned, partition, started)
         catalog = ctx.settings.warehouse.stem if destination_kind(spec) == "duckdb" else None
         figures = table_figures(dlt_pipeline, [r.asset_key for r in results], catalog)
+        if undeclared:
+            for own in figures.values():
+                own["elt/undeclared_tables"] = ", ".join(undeclared)
         yield from with_metadata(results, facts, figures)
 
     @multi_asset(**multi_asset_args(pipeline, specs, pool), required_resource_keys={"dlt"})
