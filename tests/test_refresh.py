@@ -297,6 +297,10 @@ def test_errors_of_the_environment_are_retried_at_the_next_refresh(
     errors = {e.pipeline: e for e in first.manifest.errors}
     assert sorted(errors) == ["broken", "driver", "token"] and first.manifest.pipelines == ()
     assert "No module named 'shopdriver'" in errors["driver"].message
+    assert "install the package that provides 'shopdriver' beside elt_repo" in (
+        errors["driver"].message
+    )
+    assert "README: Pipeline dependencies" in errors["driver"].message
     assert "SHOP_TOKEN" in errors["token"].message
     assert [errors[n].retry for n in ("broken", "driver", "token")] == [False, True, True]
 
@@ -333,3 +337,28 @@ def test_force_discovers_unchanged_folders_again(repo: PipelinesRepo, tmp_path: 
         "customers",
         "orders",
     ]
+
+
+SQL_DATABASE_PSYCOPG2 = """
+from dlt.sources.sql_database import sql_database
+
+
+def shop_db():
+    return sql_database("postgresql+psycopg2://shop:s3cr3t-pw@127.0.0.1:9/shop")
+"""
+
+
+def test_a_missing_driver_names_the_package_to_install(repo: PipelinesRepo, settings_for) -> None:
+    """dlt's sql_database with a psycopg2 URL, where psycopg2 is not installed."""
+    repo.write("pipelines/shop_db/pipeline.py", SQL_DATABASE_PSYCOPG2)
+    repo.write("pipelines/shop_db/dagster.yaml", {"dlt": {"source": "pipeline.py:shop_db"}})
+    repo.commit("shop_db")
+    (error,) = refresh(settings_for(repo.url)).manifest.errors
+    assert (error.path, error.field, error.retry) == (
+        "pipelines/shop_db/dagster.yaml",
+        "dlt.source",
+        True,
+    )
+    assert "No module named 'psycopg2'" in error.message
+    assert "install psycopg2-binary beside elt_repo" in error.message
+    assert "s3cr3t-pw" not in error.message

@@ -48,6 +48,39 @@ _ENVIRONMENT_ERROR_NAMES = {
 }
 
 
+# Modules that pipelines written from dlt's docs import for their sources, and the package
+# that provides each; any other missing module is named as it is.
+_PACKAGES = {
+    "psycopg": "psycopg[binary] (pip install 'elt_repo[postgres]')",
+    "psycopg2": "psycopg2-binary",
+    "sqlalchemy": "sqlalchemy (pip install 'elt_repo[postgres]')",
+    "pymysql": "pymysql",
+    "MySQLdb": "mysqlclient",
+    "pyodbc": "pyodbc",
+    "oracledb": "oracledb",
+    "pymssql": "pymssql",
+    "snowflake": "snowflake-sqlalchemy",
+    "pyarrow": "pyarrow",
+}
+
+
+def missing_module_hint(exc: BaseException) -> str | None:
+    """For a missing module anywhere in `exc`'s chain: which package to install, and where."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ModuleNotFoundError) and current.name:
+            top = current.name.split(".")[0]
+            package = _PACKAGES.get(top, f"the package that provides {top!r}")
+            return (
+                f"install {package} beside elt_repo, in the environment of the code server "
+                "and the runs (README: Pipeline dependencies)"
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def from_environment(exc: BaseException) -> bool:
     """Whether `exc` says the environment failed: worth retrying without a new commit."""
     names = {cls.__name__ for cls in type(exc).__mro__}
@@ -190,7 +223,8 @@ def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
         while cause.__cause__ is not None and not from_environment(cause):  # dlt wraps causes
             cause = cause.__cause__
         error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        return {"error": error, "retry": from_environment(cause)}
+        hint = missing_module_hint(exc)
+        return {"error": f"{error}; {hint}" if hint else error, "retry": from_environment(cause)}
     finally:
         os.chdir(cwd)
         sys.path[:] = path_before
