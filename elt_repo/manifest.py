@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 # Bump when discovery would find something different in an unchanged folder: a manifest written
 # by another version is never reused folder by folder.
-DISCOVERY_VERSION = 2
+DISCOVERY_VERSION = 3  # 3: Sling streams resolved by Sling's rules, wildcards expanded
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 import git
 
 from elt_repo.discovery.inspector_pool import shared_pool
+from elt_repo.discovery.sling_streams import connection_configs
 from elt_repo.discovery.walk import INSPECT_WORKERS, Discovery, discover
 from elt_repo.git.example_repo import ensure_example_repo
 from elt_repo.git.source import GitSource, GitSourceError, redact_url
@@ -172,6 +173,7 @@ def refresh(
             trees=trees,
             prior=previous.prior() if previous and not force else None,
             pool=pool,
+            connections=shared_connections(settings),
         )
         discovery, pinned = keep_last_good(discovery, previous)
         manifest = _build_manifest(settings, checkout.commit, discovery, pinned)
@@ -234,6 +236,12 @@ def validate_folder(folder: Path, pipelines_dir: str, settings: Settings) -> Dis
     """
     configure_process(settings)
     root = folder.resolve()
-    if (root / pipelines_dir).is_dir():
-        return discover(root, pipelines_dir, dict(os.environ), settings.discovery_timeout)
-    return discover(root.parent, root.name, dict(os.environ), settings.discovery_timeout)
+    if not (root / pipelines_dir).is_dir():
+        root, pipelines_dir = root.parent, root.name
+    env, timeout = dict(os.environ), settings.discovery_timeout
+    return discover(root, pipelines_dir, env, timeout, connections=shared_connections(settings))
+
+
+def shared_connections(settings: Settings) -> dict[str, Any]:
+    """The Sling connections every pipeline may name: the warehouse and the settings' ones."""
+    return connection_configs({}, settings.connections, settings.warehouse)

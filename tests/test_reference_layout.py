@@ -251,7 +251,7 @@ def test_bad_run_is_an_error_naming_file_and_field(
 ) -> None:
     repo.write(
         "pipelines/sling/fine/replication.yaml",
-        "source: LOCAL\ntarget: T\nstreams: {file://./a.csv: {}}\n",
+        "source: LOCAL\ntarget: T\nstreams: {file://./a.csv: {object: raw.a}}\n",
     )
     _, manifest, ops = _one_run_pipeline(repo, settings_for, body)
     (error,) = manifest.errors

@@ -12,7 +12,7 @@ from elt_repo.refresh import refresh
 from tests.conftest import PipelinesRepo, git
 
 SLING = {"tool": "sling", "group": "g"}
-REPLICATION = "source: LOCAL\ntarget: WAREHOUSE\nstreams:\n  file://./data/x.csv: {}\n"
+REPLICATION = "source: LOCAL\ntarget: WAREHOUSE\nstreams:\n  file://./data/x.csv: {object: raw.x}\n"
 
 
 def add_sling(repo: PipelinesRepo, name: str, config: dict | None = None) -> None:
@@ -362,3 +362,28 @@ def test_a_missing_driver_names_the_package_to_install(repo: PipelinesRepo, sett
     assert "No module named 'psycopg2'" in error.message
     assert "install psycopg2-binary beside elt_repo" in error.message
     assert "s3cr3t-pw" not in error.message
+
+
+def test_sling_wildcards_list_a_source_named_in_the_settings(
+    repo: PipelinesRepo, settings_for, tmp_path: Path
+) -> None:
+    """`elt.yaml` connections reach discovery: `main.*` is listed from the settings' SHOP."""
+    import sqlite3
+
+    db = tmp_path / "shop.sqlite"
+    with sqlite3.connect(db) as con:
+        for table in ("products", "orders"):
+            con.execute(f"create table {table} (id int)")
+    (tmp_path / "elt.yaml").write_text(
+        f"connections:\n  SHOP: {{type: sqlite, instance: '{db}'}}\n"
+    )
+    repo.write("pipelines/shop/dagster.yaml", {"tool": "sling"})
+    repo.write(
+        "pipelines/shop/replication.yaml",
+        "source: SHOP\ntarget: WAREHOUSE\nstreams:\n  main.*: {object: 'shop.{stream_table}'}\n",
+    )
+    repo.commit("shop")
+    manifest = refresh(settings_for(repo.url)).manifest
+    assert manifest.errors == ()
+    (pipeline,) = manifest.pipelines
+    assert sorted(s.table for s in pipeline.sling.streams) == ["orders", "products"]

@@ -129,7 +129,8 @@ def test_validate_a_reference_layout_folder(tmp_path: Path) -> None:
     repo = PipelinesRepo(tmp_path / "reference")
     repo.write("pipelines/dlt/jokes/pipeline.py", "def run():\n    return None\n")
     repo.write(
-        "pipelines/sling/orders/replication.yaml", "source: A\ntarget: B\nstreams: {x.y: {}}\n"
+        "pipelines/sling/orders/replication.yaml",
+        "source: A\ntarget: B\nstreams: {x.y: {object: raw.y}}\n",
     )
     out = run(tmp_path, "--validate", str(repo.path / "pipelines"), "--json")
     assert out.returncode == 0, out.stdout

@@ -66,25 +66,3 @@ def fill_partition_vars(value: Any, variables: Mapping[str, str]) -> Any:
     if isinstance(value, list):
         return [fill_partition_vars(v, variables) for v in value]
     return value
-
-
-def stream_object(
-    stream: str, config: Mapping[str, Any] | None, defaults: Mapping[str, Any]
-) -> tuple[str | None, str]:
-    """(schema, table) a Sling stream lands in: from its object, else the stream's own name."""
-    obj = (config or {}).get("object") or defaults.get("object") or ""
-    base = re.split(r"[/\\]", stream.rstrip("/"))[-1]
-    stem = base.split(".")[0] if stream.startswith("file://") else base.split(".")[-1]
-    schema = None
-    if obj:
-        obj = obj.replace("{stream_file_name}", stem).replace("{stream_table}", stem)
-        obj = obj.replace("{stream_name}", stem)
-        stem = obj.split(".")[-1]
-        schema = obj.split(".")[-2].lower() if "." in obj else None
-    table = re.sub(r"[^A-Za-z0-9_]", "_", stem).strip("_").lower()
-    return schema, table or "stream"
-
-
-def stream_table(stream: str, config: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> str:
-    """The table a Sling stream lands in: the object's last part, else the stream's own name."""
-    return stream_object(stream, config, defaults)[1]

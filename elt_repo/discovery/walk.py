@@ -26,7 +26,8 @@ from elt_repo.discovery.layout import (
     find_pipeline_folders,
     infer_tool,
 )
-from elt_repo.discovery.pipeline_files import content_hash, resolve_args, stream_table
+from elt_repo.discovery.pipeline_files import content_hash, resolve_args
+from elt_repo.discovery.sling_streams import resolve_streams
 from elt_repo.schemas import (
     ConfigError,
     ConfigException,
@@ -81,7 +82,13 @@ def _read_yaml(path: Path, rel: str, field_name: str) -> Any:
 
 
 def _sling_streams(
-    folder: Path, rel_folder: str, replication: str
+    folder: Path,
+    rel_folder: str,
+    replication: str,
+    connections: Mapping[str, Any],
+    shared: Mapping[str, Mapping[str, Any]] | None,
+    env: Mapping[str, str],
+    timeout: float,
 ) -> tuple[tuple[SlingStreamSpec, ...], tuple[str, str]]:
     rel = f"{rel_folder}/{replication}"
     path = folder / replication
@@ -93,21 +100,8 @@ def _sling_streams(
     for key in ("source", "target"):
         if not config.get(key):
             raise config_error(rel, key, "required")
-    defaults = config.get("defaults") or {}
-    streams, seen = [], {}
-    for name, stream_config in config["streams"].items():
-        if stream_config and stream_config.get("disabled"):
-            continue
-        table = stream_table(name, stream_config, defaults)
-        if table in seen:
-            raise config_error(
-                rel, f"streams.{name}", f"lands in table {table!r} like {seen[table]!r}"
-            )
-        seen[table] = name
-        streams.append(SlingStreamSpec(name=name, table=table))
-    if not streams:
-        raise config_error(rel, "streams", "no enabled streams")
-    return tuple(streams), (str(config["source"]), str(config["target"]))
+    streams = resolve_streams(config, folder, rel, connections, env, timeout, shared)
+    return streams, (str(config["source"]), str(config["target"]))
 
 
 def _hints(folder: Path) -> tuple[str, str | None]:
@@ -143,6 +137,7 @@ class Discoverer:
         trees: Mapping[str, str] | None = None,
         prior: Mapping[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] | None = None,
         pool: InspectorPool | None = None,
+        connections: Mapping[str, Mapping[str, Any]] | None = None,
     ):
         self.root = root
         self.pipelines_dir = pipelines_dir
@@ -152,6 +147,8 @@ class Discoverer:
         self.prior = prior or {}
         # dlt sources are listed by a few long-lived workers: dlt is imported once per worker.
         self.pool = pool or shared_pool(env, timeout, INSPECT_WORKERS)
+        # Sling connections every pipeline may name: the warehouse and the settings' ones.
+        self.connections = connections
 
     def _load(self, folder: Path) -> PipelineSpec:
         rel_folder = folder.relative_to(self.root).as_posix()
@@ -170,8 +167,16 @@ class Discoverer:
         if not config["enabled"]:
             return spec_from_config(config, **common)
         if tool == "sling":
-            replication = (config.get("sling") or {}).get("replication", "replication.yaml")
-            streams, endpoints = _sling_streams(folder, rel_folder, replication)
+            sling = config.get("sling") or {}
+            streams, endpoints = _sling_streams(
+                folder,
+                rel_folder,
+                sling.get("replication", "replication.yaml"),
+                sling.get("connections") or {},
+                self.connections,
+                self.env,
+                self.timeout,
+            )
             return spec_from_config(
                 config, **common, sling_streams=streams, sling_endpoints=endpoints
             )
@@ -290,9 +295,12 @@ def discover(
     trees: Mapping[str, str] | None = None,
     prior: Mapping[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] | None = None,
     pool: InspectorPool | None = None,
+    connections: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Discovery:
     """Discover the pipelines under `root/pipelines_dir`, reusing unchanged folders of `prior`.
 
     dlt sources are listed by `pool`'s workers; by default this process's shared pool for `env`.
+    `connections`: the Sling connections of the settings (`connection_configs`), the warehouse
+    included, for resolving wildcard streams.
     """
-    return Discoverer(root, pipelines_dir, env, timeout, trees, prior, pool).run()
+    return Discoverer(root, pipelines_dir, env, timeout, trees, prior, pool, connections).run()

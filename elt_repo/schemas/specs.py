@@ -96,10 +96,17 @@ class DltSpec:
 
 @dataclass(frozen=True)
 class SlingStreamSpec:
-    """One Sling stream and the table it lands in."""
+    """One concrete Sling stream (as Sling names it) and the target table it lands in."""
 
-    name: str
+    name: str  # e.g. "main.products" or "file://./data/customers.csv"
     table: str
+    # The replication key it came from ("main.*"); "" in manifests older than this field.
+    pattern: str = ""
+    schema: str | None = None  # target schema; None in older manifests
+
+    @property
+    def replication_key(self) -> str:
+        return self.pattern or self.name
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""Pure helpers over pipeline folders: hashes, relative paths, Sling placeholders, table names."""
+"""Pure helpers over pipeline folders: hashes, relative paths, Sling placeholders.
+
+Which table a Sling stream lands in is tested against real Sling in test_sling_streams.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from elt_repo.discovery.pipeline_files import (
     fill_partition_vars,
     resolve_args,
     resolve_stream_name,
-    stream_table,
 )
 from elt_repo.settings import SettingsError
 
@@ -56,20 +58,6 @@ def test_relative_paths_resolve_against_the_folder(tmp_path: Path) -> None:
     }
     with pytest.raises(SettingsError, match="dlt.args: environment variable TOKEN is not set"):
         resolve_args({"t": "${TOKEN}"}, tmp_path, {})
-
-
-@pytest.mark.parametrize(
-    ("stream", "config", "defaults", "table"),
-    [
-        ("main.products", {"object": "shop.products"}, {}, "products"),
-        ("public.Orders", None, {}, "orders"),
-        ("file://./data/customers.csv", None, {"object": "raw.{stream_file_name}"}, "customers"),
-        ("file://./data/my-file.v2.csv", None, {}, "my_file"),
-        ("select 1", {"object": "x.custom_sql"}, {}, "custom_sql"),
-    ],
-)
-def test_stream_table(stream: str, config: dict | None, defaults: dict, table: str) -> None:
-    assert stream_table(stream, config, defaults) == table
 
 
 def test_content_hash_ignores_bytecode(tmp_path: Path) -> None:

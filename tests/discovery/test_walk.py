@@ -93,7 +93,9 @@ def test_defaults_name_and_tool_from_folder(tmp_path: Path) -> None:
         tmp_path,
         "sling/my-orders",
         {},
-        {"replication.yaml": "source: LOCAL\ntarget: WAREHOUSE\nstreams:\n  file://./a.csv: {}\n"},
+        {
+            "replication.yaml": "source: LOCAL\ntarget: WAREHOUSE\nstreams:\n  file://./a.csv: {object: raw.a}\n"
+        },
     )
     (spec,) = run(tmp_path).pipelines
     assert (spec.name, spec.tool, spec.folder) == (
@@ -188,7 +190,9 @@ BROKEN = {
     ),
     "same_table": (
         {"tool": "sling"},
-        {"replication.yaml": "source: A\ntarget: B\nstreams:\n  s1.t: {}\n  s2.t: {}\n"},
+        {
+            "replication.yaml": "source: A\ntarget: B\nstreams:\n  s1.t: {object: x.t}\n  s2.t: {object: x.t}\n"
+        },
         "streams.s2.t",
         "lands in table 't'",
     ),

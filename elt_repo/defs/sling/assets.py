@@ -28,31 +28,24 @@ from elt_repo.defs.assets import (
 from elt_repo.defs.failures import with_failure_details
 from elt_repo.defs.partitions import partition_values
 from elt_repo.defs.run_metadata import with_metadata
-from elt_repo.defs.sling.resource import WAREHOUSE, EltSlingResource
-from elt_repo.discovery.pipeline_files import (
-    fill_partition_vars,
-    resolve_stream_name,
-    stream_object,
-    stream_table,
-)
-from elt_repo.schemas import PipelineSpec
+from elt_repo.defs.sling.resource import EltSlingResource
+from elt_repo.discovery.pipeline_files import fill_partition_vars, resolve_stream_name
+from elt_repo.discovery.sling_streams import WAREHOUSE
+from elt_repo.schemas import PipelineSpec, SlingStreamSpec
 
 
 class EltSlingTranslator(DagsterSlingTranslator):
-    """Maps a Sling stream to the same [pipeline, table] key the definitions were built with."""
+    """Maps a Sling stream to the [pipeline, table] key discovery resolved for it."""
 
-    def __init__(
-        self, pipeline: PipelineSpec, defaults: Mapping[str, Any], names: Mapping[str, str]
-    ):
+    def __init__(self, pipeline: PipelineSpec, streams: Mapping[str, SlingStreamSpec]):
         super().__init__()
         self.pipeline = pipeline
-        self.defaults = defaults
-        self.names = names  # resolved stream name -> stream name as written in the replication
+        self.streams = streams  # stream name as Sling runs it -> its spec from the manifest
 
     def get_asset_spec(self, stream_definition: Mapping[str, Any]) -> AssetSpec:
-        name = self.names.get(stream_definition["name"], stream_definition["name"])
-        table = stream_table(name, stream_definition.get("config"), self.defaults)
-        return AssetSpec(key=asset_key(self.pipeline, table))
+        return AssetSpec(
+            key=asset_key(self.pipeline, self.streams[stream_definition["name"]].table)
+        )
 
 
 def target_kind(ctx: BuildContext, pipeline: PipelineSpec) -> str:
@@ -65,19 +58,24 @@ def target_kind(ctx: BuildContext, pipeline: PipelineSpec) -> str:
 
 
 def runtime_replication(
-    folder: Path, replication_file: str, variables: Mapping[str, str]
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The replication as Sling should run it: local paths absolute, partition vars filled."""
-    config = yaml.safe_load((folder / replication_file).read_text())
-    config = fill_partition_vars(config, variables)
-    names: dict[str, str] = {}
+    folder: Path,
+    replication_file: str,
+    variables: Mapping[str, str],
+    resolved: tuple[SlingStreamSpec, ...],
+) -> tuple[dict[str, Any], dict[str, SlingStreamSpec]]:
+    """The replication as Sling should run it: exactly the resolved streams, each with its
+    pattern's config, local paths absolute and partition vars filled; defaults stay defaults."""
+    config = fill_partition_vars(yaml.safe_load((folder / replication_file).read_text()), variables)
+    written = config.get("streams") or {}
+    specs: dict[str, SlingStreamSpec] = {}
     streams: dict[str, Any] = {}
-    for name, stream_config in (config.get("streams") or {}).items():
-        resolved = resolve_stream_name(name, folder)
-        names[resolved] = name
-        streams[resolved] = stream_config
+    for spec in resolved:
+        name = resolve_stream_name(fill_partition_vars(spec.name, variables), folder)
+        own = written.get(fill_partition_vars(spec.replication_key, variables))
+        streams[name] = dict(own) if own else {}
+        specs[name] = spec
     config["streams"] = streams
-    return config, names
+    return config, specs
 
 
 def _sling_variables(partition: Mapping[str, Any]) -> dict[str, str]:
@@ -145,15 +143,15 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
         pinned = ctx.pinned(context, pipeline)
         folder, run_spec = pinned.folder, pinned.pipeline.sling or sling_spec
         partition = partition_values(context, pinned.pipeline)
-        config, names = runtime_replication(
-            folder, run_spec.replication, _sling_variables(partition)
+        config, specs = runtime_replication(
+            folder, run_spec.replication, _sling_variables(partition), run_spec.streams
         )
-        translator = EltSlingTranslator(pipeline, config.get("defaults") or {}, names)
+        translator = EltSlingTranslator(pipeline, specs)
         selected = context.selected_asset_keys
         config["streams"] = {
             name: stream_config
             for name, stream_config in config["streams"].items()
-            if translator.get_asset_spec({"name": name, "config": stream_config}).key in selected
+            if asset_key(pipeline, specs[name].table) in selected
         }
         resource = sling.for_pipeline(run_spec.connections, folder)
         started = datetime.now(UTC)
@@ -166,12 +164,9 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
         facts = ctx.run_facts(pinned, partition, started)
         figures = {}
         if run_spec.target == WAREHOUSE:
-            defaults = config.get("defaults") or {}
             objects = {
-                translator.get_asset_spec({"name": n, "config": c}).key: stream_object(
-                    names.get(n, n), c, defaults
-                )
-                for n, c in config["streams"].items()
+                asset_key(pipeline, specs[n].table): (specs[n].schema, specs[n].table)
+                for n in config["streams"]
             }
             figures = warehouse_figures(ctx.settings.warehouse, objects)
         yield from with_metadata(results, facts, figures)

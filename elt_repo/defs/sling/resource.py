@@ -10,12 +10,9 @@ from typing import Any
 from dagster_sling import SlingConnectionResource, SlingResource
 
 from elt_repo.discovery.pipeline_files import resolve_local
+from elt_repo.discovery.sling_streams import PATH_PROPS, connection_configs
 from elt_repo.settings import interpolate_tree
 from elt_repo.tool_env import sling_environment
-
-WAREHOUSE = "WAREHOUSE"
-# Connection properties that name a local file; a relative one resolves against the pipeline folder.
-_PATH_PROPS = ("instance", "database", "url", "connection_string", "path")
 
 
 def connection_resource(
@@ -23,7 +20,7 @@ def connection_resource(
 ) -> SlingConnectionResource:
     """A Sling connection from config: `${VAR}` filled at run time, relative paths resolved."""
     filled = interpolate_tree(dict(config), os.environ, f"sling.connections.{name}: ")
-    for prop in _PATH_PROPS:
+    for prop in PATH_PROPS:
         if prop in filled:
             filled[prop] = resolve_local(filled[prop], folder)
     return SlingConnectionResource(name=name, **filled)
@@ -42,11 +39,7 @@ class EltSlingResource(SlingResource):
     def for_pipeline(self, connections: Mapping[str, Any], folder: Path) -> EltSlingResource:
         """A copy with every connection a pipeline may name: warehouse, settings, its own."""
         Path(self.warehouse).parent.mkdir(parents=True, exist_ok=True)
-        configs = {
-            WAREHOUSE: {"type": "duckdb", "instance": self.warehouse},
-            **self.shared_connections,
-            **connections,
-        }
+        configs = connection_configs(connections, self.shared_connections, self.warehouse)
         return EltSlingResource(
             connections=[connection_resource(n, c, folder) for n, c in configs.items()],
             warehouse=self.warehouse,
