@@ -53,8 +53,9 @@ def items():
 def src():
     return orders, customers, items
 """
+# Sling refuses a stream with no object, and so does discovery.
 REPLICATION = "source: LOCAL\ntarget: WAREHOUSE\nstreams:\n" + "".join(
-    f"  file://./data/stream_{i}.csv: {{}}\n" for i in range(3)
+    f"  file://./data/stream_{i}.csv: {{object: 'raw.stream_{i}'}}\n" for i in range(3)
 )
 
 
