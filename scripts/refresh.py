@@ -139,7 +139,10 @@ def _refresh(
     summary = summarize(result.manifest)
     code = 3 if result.error else 1 if summary["errors"] else 0
     if result.error is None and instance is not None:
+        from elt_repo.defs.pools import sync_pools
+
         summary["partitions"] = _sync_partitions(instance, result.manifest, result.previous)
+        sync_pools(instance, result.manifest, settings)  # before any run claims them
         for event in health_events(result.manifest, result.reused):  # as the sensor reports them
             instance.report_runless_asset_event(event)
     if result.error is None and webserver is not None:
@@ -169,9 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sync-partitions",
         action="store_true",
-        help="add and remove static partition keys in the Dagster instance in $DAGSTER_HOME, and "
-        "record the elt_repo/manifest observation and failing valid_config checks (what the "
-        "sensor does; for deployments without it)",
+        help="add and remove static partition keys in the Dagster instance in $DAGSTER_HOME, "
+        "create the pipelines' concurrency pools, and record the elt_repo/manifest observation "
+        "and failing valid_config checks (what the sensor does; for deployments without it)",
     )
     parser.add_argument(
         "--reload",

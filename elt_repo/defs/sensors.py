@@ -25,6 +25,7 @@ from dagster import (
 from elt_repo.defs.assets import COMMIT_TAG
 from elt_repo.defs.health import broken, check_evaluation, manifest_observation
 from elt_repo.defs.partitions import dynamic_partition_requests
+from elt_repo.defs.pools import sync_pools
 from elt_repo.defs.reload import reload_location
 from elt_repo.git.urls import redact_url
 from elt_repo.manifest import Manifest
@@ -184,6 +185,7 @@ def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition
         for error in manifest.errors:
             context.log.warning(redact(str(error)))
         requests = dynamic_partition_requests(manifest, context.instance, result.previous)
+        sync_pools(context.instance, manifest, settings)  # before any run claims them
         events = health_events(manifest, result.reused)
         summary = (
             f"{commit}: {len(manifest.pipelines)} pipelines, {len(manifest.errors)} errors, "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from elt_repo.defs.assets import duckdb_pool
 from tests.conftest import PROJECT_DIR, PipelinesRepo
 from tests.example_runs import EXAMPLE_STEPS, materialize_examples_at_once
 
@@ -27,7 +28,7 @@ def step_intervals(instance) -> list[tuple[float, float, str]]:
             event = entry.dagster_event
             if event is None or entry.step_key is None:
                 continue
-            if event.event_type_value == "STEP_START":
+            if event.event_type_value in ("STEP_START", "STEP_RESTARTED"):  # a retry restarts
                 started[entry.step_key] = entry.timestamp
             elif event.event_type_value in ENDS and entry.step_key in started:
                 intervals.append((started.pop(entry.step_key), entry.timestamp, entry.step_key))
@@ -51,6 +52,13 @@ def test_parallel_runs_of_every_example_never_write_the_warehouse_at_once(
     }
     refresh = [sys.executable, "scripts/refresh.py", "--quiet", "--sync-partitions"]
     subprocess.run(refresh, cwd=PROJECT_DIR, env=env, check=True, capture_output=True)
+    # The refresh made the warehouse's pool, limit 1: runs that start together cannot both
+    # claim it while Dagster would still be setting it up.
+    with DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        pool = duckdb_pool(tmp_path / "warehouse.duckdb")
+        assert sorted(storage.get_concurrency_keys()) == [pool]
+        assert storage.get_concurrency_info(pool).slot_count == 1
     for attempt in range(5):
         for returncode, out in materialize_examples_at_once(env):
             assert "Conflicting lock" not in out, f"attempt {attempt + 1}: {out[-3000:]}"

@@ -22,6 +22,7 @@ from dagster import (
     build_sensor_context,
 )
 
+from elt_repo.defs.assets import duckdb_pool
 from elt_repo.defs.sensors import SENSOR_NAME, repo_sensor
 from elt_repo.manifest import ManifestStore
 from elt_repo.refresh import refresh
@@ -70,6 +71,10 @@ def test_first_tick_refreshes_adds_partitions_and_reloads(
     assert isinstance(request, AddDynamicPartitionsRequest)
     assert request.partitions_def_name == "store_sales__keys"
     assert list(request.partition_keys) == ["us-east", "us-west", "eu-central"]
+    # The pool every example writes through exists before any run claims it, limit 1.
+    pool = duckdb_pool(settings.warehouse)
+    assert list(instance.event_log_storage.get_concurrency_keys()) == [pool]
+    assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1
     body = webserver.wait_for_reload()
     assert "reloadRepositoryLocation" in body["query"]
     assert body["variables"] == {"repositoryLocationName": "my_location"}

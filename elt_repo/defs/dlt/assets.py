@@ -19,7 +19,6 @@ from dagster import (
 from elt_repo.defs.assets import (
     BuildContext,
     asset_key,
-    duckdb_pool,
     multi_asset_args,
     pipeline_asset_spec,
 )
@@ -28,6 +27,7 @@ from elt_repo.defs.partitions import (
     partition_kwargs,
     partition_values,
 )
+from elt_repo.defs.pools import destination_kind, pipeline_pool
 from elt_repo.defs.run_metadata import with_metadata
 from elt_repo.discovery.dlt_inspect import call_source, import_pipeline_module, table_name
 from elt_repo.discovery.pipeline_files import resolve_args
@@ -48,10 +48,6 @@ def elt_translator(pipeline: PipelineSpec) -> Any:
             return AssetSpec(key=asset_key(pipeline, table_name(data.resource)))
 
     return EltDltTranslator()
-
-
-def destination_kind(pipeline: PipelineSpec) -> str:
-    return (pipeline.dlt.destination if pipeline.dlt else None) or "duckdb"
 
 
 def _destination(ctx: BuildContext, pipeline: PipelineSpec) -> Any:
@@ -164,7 +160,7 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
     ]
     # One pool per DuckDB file (one writer), else one per pipeline: runs of one dlt pipeline
     # never overlap, because two runs would race on its local state (dagster#21022, dlt#1102).
-    pool = duckdb_pool(ctx.settings.warehouse) if kind == "duckdb" else f"dlt_{pipeline.name}"
+    pool = pipeline_pool(ctx.settings, pipeline)
 
     def _run(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
         import dlt as dlt_lib

@@ -16,12 +16,12 @@ from dagster import (
 
 from elt_repo.defs.assets import (
     BuildContext,
-    duckdb_pool,
     multi_asset_args,
     pipeline_asset_spec,
 )
 from elt_repo.defs.dlt.load_info import load_info_metadata, other_result_metadata
 from elt_repo.defs.failures import with_failure_details
+from elt_repo.defs.pools import pipeline_pool
 from elt_repo.defs.run_metadata import with_metadata
 from elt_repo.discovery.dlt_inspect import import_pipeline_module
 from elt_repo.schemas import PipelineSpec
@@ -76,7 +76,7 @@ def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefi
         facts = ctx.run_facts(pinned, partition, started)
         yield from with_metadata([MaterializeResult(asset_key=spec.key, metadata=metadata)], facts)
 
-    @multi_asset(**multi_asset_args(pipeline, [spec], duckdb_pool(ctx.settings.warehouse)))
+    @multi_asset(**multi_asset_args(pipeline, [spec], pipeline_pool(ctx.settings, pipeline)))
     def _asset(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
         yield from with_failure_details(context, pipeline, _run(context))
 

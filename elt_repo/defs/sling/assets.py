@@ -21,12 +21,12 @@ from dagster_sling import DagsterSlingTranslator
 from elt_repo.defs.assets import (
     BuildContext,
     asset_key,
-    duckdb_pool,
     multi_asset_args,
     pipeline_asset_spec,
 )
 from elt_repo.defs.failures import with_failure_details
 from elt_repo.defs.partitions import partition_values
+from elt_repo.defs.pools import pipeline_pool, target_kind
 from elt_repo.defs.run_metadata import with_metadata
 from elt_repo.defs.sling.resource import EltSlingResource
 from elt_repo.discovery.pipeline_files import fill_partition_vars, resolve_stream_name
@@ -46,15 +46,6 @@ class EltSlingTranslator(DagsterSlingTranslator):
         return AssetSpec(
             key=asset_key(self.pipeline, self.streams[stream_definition["name"]].table)
         )
-
-
-def target_kind(ctx: BuildContext, pipeline: PipelineSpec) -> str:
-    """The destination kind: duckdb for the warehouse, else the target connection's type."""
-    target = pipeline.sling.target if pipeline.sling else WAREHOUSE
-    if target == WAREHOUSE:
-        return "duckdb"
-    conn = {**ctx.settings.connections, **(pipeline.sling.connections if pipeline.sling else {})}
-    return str(conn.get(target, {}).get("type", target)).lower()
 
 
 def runtime_replication(
@@ -122,7 +113,7 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
     """One multi-asset per replication, one asset per stream."""
     assert pipeline.sling is not None
     sling_spec = pipeline.sling
-    kind = target_kind(ctx, pipeline)
+    kind = target_kind(ctx.settings, pipeline)
     specs = [
         pipeline_asset_spec(
             ctx,
@@ -134,9 +125,7 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
         )
         for stream in sling_spec.streams
     ]
-    pool = (
-        duckdb_pool(ctx.settings.warehouse) if sling_spec.target == WAREHOUSE else f"sling_{kind}"
-    )
+    pool = pipeline_pool(ctx.settings, pipeline)
 
     def _run(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
         sling: EltSlingResource = context.resources.sling
