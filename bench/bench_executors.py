@@ -32,6 +32,7 @@ from tests.example_runs import materialize_examples_at_once  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3, help="how many of the 3 runs (CI: 1)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         origin = Path(tmp) / "origin"
@@ -52,20 +53,23 @@ def main() -> None:
 
         def run_all(executor: str) -> None:
             nonlocal lock_errors
-            for returncode, out in materialize_examples_at_once({**env, "ELT_EXECUTOR": executor}):
+            outputs = materialize_examples_at_once({**env, "ELT_EXECUTOR": executor}, args.runs)
+            for returncode, out in outputs:
                 lock_errors += out.count("Conflicting lock")
                 assert returncode == 0, out[-3000:]
 
         medians = measure(
             {
-                "in_process: 3 runs, 5 pipelines": lambda: run_all("in_process"),
-                "multiprocess: 3 runs, 5 pipelines": lambda: run_all("multiprocess"),
+                f"in_process: {args.runs} runs": lambda: run_all("in_process"),
+                f"multiprocess: {args.runs} runs": lambda: run_all("multiprocess"),
             },
             args.repeats,
             rss="children",
         )
-        report("every example pipeline at once", medians, "in_process: 3 runs, 5 pipelines")
-        print(f"\nDuckDB lock errors in {2 * args.repeats} rounds of 3 runs: {lock_errors}")
+        report("every example pipeline at once", medians, f"in_process: {args.runs} runs")
+        print(
+            f"\nDuckDB lock errors in {2 * args.repeats} rounds of {args.runs} runs: {lock_errors}"
+        )
         assert lock_errors == 0
 
 

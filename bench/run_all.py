@@ -38,7 +38,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         ["--sizes", "10", "100", "1000", "--repeats", "5"],
         ["--sizes", "4", "--repeats", "1"],
     ),
-    "bench_executors.py": (["--repeats", "5"], ["--repeats", "1"]),
+    "bench_executors.py": (["--repeats", "5"], ["--repeats", "1", "--runs", "1"]),
     "bench_sling_discovery.py": (
         ["--tables", "50", "--repeats", "5"],
         ["--tables", "3", "--repeats", "1"],

@@ -27,8 +27,10 @@ EXAMPLE_STEPS = [
 ]
 
 
-def materialize_examples_at_once(env: Mapping[str, str]) -> list[tuple[int, str]]:
-    """Start the three runs together; (return code, output) of each once all have ended."""
+def materialize_examples_at_once(
+    env: Mapping[str, str], runs: int = len(EXAMPLE_RUNS)
+) -> list[tuple[int, str]]:
+    """Start the first `runs` runs together; (return code, output) of each once all ended."""
     procs = [
         subprocess.Popen(
             [DAGSTER, "asset", "materialize", "-m", "elt_repo.definitions", "--select", *run],
@@ -38,7 +40,7 @@ def materialize_examples_at_once(env: Mapping[str, str]) -> list[tuple[int, str]
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for run in EXAMPLE_RUNS
+        for run in EXAMPLE_RUNS[:runs]
     ]
     outputs = [proc.communicate(timeout=600)[0] for proc in procs]
     return [(proc.returncode, out) for proc, out in zip(procs, outputs, strict=True)]
