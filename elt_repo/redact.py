@@ -1,4 +1,7 @@
-"""Keep secrets out of messages: URL credentials, and the values of secret-named variables."""
+"""Keep secrets out of messages: URL credentials, and the values of secret-named variables.
+
+Also `plain`, which takes the terminal codes out of what a tool printed, before it is shown.
+"""
 
 from __future__ import annotations
 
@@ -29,3 +32,11 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     for value in secret_values(os.environ if environ is None else environ):
         text = text.replace(value, MASK)
     return text
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def plain(text: str) -> str:
+    """`text` without terminal colour and cursor codes, which Sling writes into its errors."""
+    return _ANSI.sub("", text)

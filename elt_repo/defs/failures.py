@@ -14,14 +14,13 @@ from typing import Any
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue
 
 from elt_repo.defs.assets import run_commit
-from elt_repo.redact import redact
+from elt_repo.redact import plain, redact
 from elt_repo.schemas import PipelineSpec
 
 # Loggers of the tools whose last lines a failure carries (Sling's own output comes in its error).
 TOOL_LOGGERS = ("dlt", "dagster_sling", "sling")
 LOG_TAIL_LINES = 50
 TRACEBACK_CHARS = 8000
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Sling's fatal block: a generic first line, then per stream a "--- <stream> ---" header.
 _SLING_DECOR = re.compile(r"^(-{3,}.*-{3,}|~ failure running replication\b.*)$")
 
@@ -92,11 +91,6 @@ def step_failure(
         metadata=metadata,
         allow_retries=exc.allow_retries if isinstance(exc, Failure) else True,
     )
-
-
-def plain(text: str) -> str:
-    """`text` without terminal colour and cursor codes, which Sling writes into its errors."""
-    return _ANSI.sub("", text)
 
 
 def _sling_cause(lines: list[str]) -> str | None:

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from elt_repo.discovery.pipeline_files import resolve_local
-from elt_repo.redact import redact
+from elt_repo.redact import plain, redact
 from elt_repo.schemas import SlingStreamSpec, config_error
 from elt_repo.settings import SettingsError, interpolate_tree
 from elt_repo.tool_env import sling_binary, sling_environment
@@ -35,15 +35,22 @@ def connection_configs(
     return {WAREHOUSE: {"type": "duckdb", "instance": str(warehouse)}, **shared, **own}
 
 
-def connection_json(
+def filled_connection(
     name: str, config: Mapping[str, Any], folder: Path, environ: Mapping[str, str]
-) -> str:
-    """A connection as the JSON value of the env var Sling reads: `${VAR}` filled, paths local."""
+) -> dict[str, Any]:
+    """A connection as Sling gets it: `${VAR}` filled, relative paths resolved in the folder."""
     filled = interpolate_tree(dict(config), environ, f"sling.connections.{name}: ")
     for prop in PATH_PROPS:
         if prop in filled:
             filled[prop] = resolve_local(filled[prop], folder)
-    return json.dumps(filled)
+    return filled
+
+
+def connection_json(
+    name: str, config: Mapping[str, Any], folder: Path, environ: Mapping[str, str]
+) -> str:
+    """A connection as the JSON value of the env var Sling reads."""
+    return json.dumps(filled_connection(name, config, folder, environ))
 
 
 def _clean(value: str) -> str:
@@ -147,7 +154,7 @@ class _Lister:
             if done.returncode == 0 and "no result" in done.stderr + done.stdout:
                 return []
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            message = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(tail))
+            message = plain(" ".join(tail))
             raise ListingError(f"cannot list {self.name}: {redact(message, self.environ)}")
         table = json.loads(lines[-1])
         fields = [f.lower() for f in table["fields"]]

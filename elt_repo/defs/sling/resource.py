@@ -9,9 +9,7 @@ from typing import Any
 
 from dagster_sling import SlingConnectionResource, SlingResource
 
-from elt_repo.discovery.pipeline_files import resolve_local
-from elt_repo.discovery.sling_streams import PATH_PROPS, connection_configs
-from elt_repo.settings import interpolate_tree
+from elt_repo.discovery.sling_streams import connection_configs, filled_connection
 from elt_repo.tool_env import sling_environment
 
 
@@ -19,10 +17,7 @@ def connection_resource(
     name: str, config: Mapping[str, Any], folder: Path
 ) -> SlingConnectionResource:
     """A Sling connection from config: `${VAR}` filled at run time, relative paths resolved."""
-    filled = interpolate_tree(dict(config), os.environ, f"sling.connections.{name}: ")
-    for prop in PATH_PROPS:
-        if prop in filled:
-            filled[prop] = resolve_local(filled[prop], folder)
+    filled = filled_connection(name, config, folder, os.environ)
     return SlingConnectionResource(name=name, **filled)
 
 
