@@ -82,9 +82,12 @@ def _partitions(config: Mapping[str, Any] | None) -> PartitionSpec | None:
             type="time",
             time=TimePartitionSpec(**config["time"]),
             max_partitions_per_run=config.get("max_partitions_per_run"),
+            column=config.get("column"),
         )
     keys = tuple(config["static"]["partition_keys"])
-    return PartitionSpec(type="static", static=StaticPartitionSpec(partition_keys=keys))
+    return PartitionSpec(
+        type="static", static=StaticPartitionSpec(partition_keys=keys), column=config.get("column")
+    )
 
 
 def spec_from_config(

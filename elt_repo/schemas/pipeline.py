@@ -83,6 +83,9 @@ class PartitionsSchema(_Strict):
     max_partitions_per_run = fields.Integer(
         load_default=None, allow_none=True, validate=validate.Range(min=1)
     )
+    # The column whose value places a row in its partition (a date or timestamp for time
+    # partitions, the key for static ones): dagster/row_count then counts each partition's rows.
+    column = fields.String(load_default=None, validate=validate.Length(min=1, max=128))
 
     @validates_schema
     def _matching_section(self, data: dict[str, Any], **_: Any) -> None:

@@ -29,6 +29,7 @@ class PartitionSpec:
     time: TimePartitionSpec | None = None
     static: StaticPartitionSpec | None = None
     max_partitions_per_run: int | None = None
+    column: str | None = None  # counts each partition's rows in dagster/row_count
 
 
 @dataclass(frozen=True)

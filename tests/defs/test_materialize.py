@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -86,9 +87,47 @@ def test_every_example_asset_materializes(examples_repo, settings_for, instance)
         AssetKey(["store_sales", "daily_sales"])
     ).asset_materialization
     assert daily.partition == "eu-central"
-    assert daily.metadata["rows_loaded"].value == len(
-        list(store_sales().sales_rows("eu-central", 30))
+    region_rows = len(list(store_sales().sales_rows("eu-central", 30)))
+    # The rows this run loaded, the rows of its partition (by partitions.column: region) and
+    # the whole table, each under its own key.
+    assert daily.metadata["elt/rows_loaded"].value == region_rows
+    assert daily.metadata["dagster/row_count"].value == region_rows
+    assert daily.metadata["elt/table_rows"].value == expected[("sales", "daily_sales")]
+    assert region_rows < expected[("sales", "daily_sales")]
+
+    # A single-run backfill of 91 days records each day with its own count, not the range's.
+    events = sqlite3.connect(EXAMPLES_DIR / "shop_events" / "events.sqlite")
+    per_day = dict(
+        events.execute("select substr(event_ts, 1, 10), count(*) from events group by 1")
     )
+    issues = jsonl(EXAMPLES_DIR / "github_issues/data/issues.jsonl")
+    issues_per_day = Counter(i["created_at"][:10] for i in issues)
+    for key, by_day in (
+        (AssetKey(["shop_events", "events"]), per_day),
+        (AssetKey(["github_issues", "issues"]), issues_per_day),
+    ):
+        recorded = partition_row_counts(instance, key)
+        assert len(recorded) == 91, key
+        assert {d: n for d, n in recorded.items() if n} == by_day, key
+        assert (
+            sum(recorded.values())
+            == expected[
+                ("shop_events", "events") if key.path[0] == "shop_events" else ("github", "issues")
+            ]
+        )
+
+
+def partition_row_counts(instance, key: AssetKey) -> dict[str, int]:
+    """Partition -> the dagster/row_count of its latest materialization."""
+    from dagster import AssetRecordsFilter
+
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=1000).records
+    counts: dict[str, int] = {}
+    for record in records:  # newest first
+        event = record.asset_materialization
+        if event.partition not in counts:
+            counts[event.partition] = event.metadata["dagster/row_count"].value
+    return counts
 
 
 def test_one_time_partition_loads_only_its_window(examples_repo, settings_for, instance) -> None:

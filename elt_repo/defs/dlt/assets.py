@@ -1,5 +1,6 @@
 """dlt pipelines as multi-assets: specs from the manifest, execution through dagster-dlt."""
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,9 +29,17 @@ from elt_repo.defs.partitions import (
     partition_values,
 )
 from elt_repo.defs.pools import destination_kind, pipeline_pool
-from elt_repo.defs.run_metadata import with_metadata
+from elt_repo.defs.run_metadata import TableFigures, with_metadata
+from elt_repo.defs.table_counts import (
+    DUCKDB,
+    POSTGRES_STYLE,
+    PartitionSlice,
+    partition_slices,
+    table_counts,
+)
 from elt_repo.discovery.dlt_inspect import call_source, import_pipeline_module, table_name
 from elt_repo.discovery.pipeline_files import resolve_args
+from elt_repo.redact import plain, redact
 from elt_repo.schemas import ConfigError, PipelineSpec
 
 # Measured on 1M rows: about 3x faster and 3x less memory than dlt's default insert format.
@@ -95,10 +104,16 @@ def declared_only(source: Any, pipeline: PipelineSpec) -> tuple[Any, list[str]]:
 
 
 def table_figures(
-    dlt_pipeline: Any, keys: list[AssetKey | None], catalog: str | None
-) -> dict[AssetKey, dict[str, Any]]:
-    """dlt's own counts per asset: rows (with nested tables), bytes of the loaded files, and
-    the real `<database>.<dataset>.<table>` name."""
+    dlt_pipeline: Any,
+    keys: list[AssetKey | None],
+    catalog: str | None,
+    column: str | None = None,
+    slices: list[PartitionSlice] | None = None,
+) -> tuple[dict[AssetKey, TableFigures], str | None]:
+    """Per asset: the rows this run loaded and the bytes of its files (dlt's own counts, nested
+    tables apart), the table's rows after the run (in all and per partition, read through dlt's
+    sql_client), and the real `<database>.<dataset>.<table>` name. Also why the tables could
+    not be counted, if they could not."""
     trace = dlt_pipeline.last_trace
     normalize = trace.last_normalize_info if trace else None
     counts = {t: n for t, n in (normalize.row_counts if normalize else {}).items()}
@@ -108,20 +123,60 @@ def table_figures(
         for job in package.jobs.get("completed_jobs", []):
             table = job.job_file_info.table_name
             sizes[table] = sizes.get(table, 0) + int(job.file_size or 0)
-    figures: dict[AssetKey, dict[str, Any]] = {}
-    for key in keys:
-        if key is None:
-            continue
-        table = key.path[-1]
+    naming = dlt_pipeline.default_schema.naming
+    tables = {
+        key: naming.normalize_table_identifier(key.path[-1]) for key in keys if key is not None
+    }
+    stored, problem = _stored_counts(dlt_pipeline, tables.values(), column, slices or [])
+    figures: dict[AssetKey, TableFigures] = {}
+    for key, table in tables.items():
         family = {t: n for t, n in counts.items() if t == table or t.startswith(f"{table}__")}
-        figures[key] = {
-            "rows": counts.get(table, 0),
-            "bytes": sum(sizes.get(t, 0) for t in {table, *family}),
-            "elt/rows_by_table": MetadataValue.json(dict(sorted(family.items()))),
+        total, by_partition = stored.get(table, (None, {}))
+        metadata: dict[str, Any] = {
+            "elt/rows_by_table": MetadataValue.json(dict(sorted(family.items())))
         }
         if catalog:
-            figures[key]["dagster/table_name"] = f"{catalog}.{dlt_pipeline.dataset_name}.{table}"
-    return figures
+            metadata["dagster/table_name"] = f"{catalog}.{dlt_pipeline.dataset_name}.{table}"
+        figures[key] = TableFigures(
+            rows_loaded=counts.get(table, 0),
+            bytes=sum(sizes.get(t, 0) for t in {table, *family}),
+            table_rows=total,
+            partition_rows=by_partition,
+            metadata=metadata,
+        )
+    return figures, problem
+
+
+def _stored_counts(
+    dlt_pipeline: Any, tables: Any, column: str | None, slices: list[PartitionSlice]
+) -> tuple[dict[str, tuple[int, dict[str, int]]], str | None]:
+    """table -> (rows, rows per partition), counted on the destination through dlt's client."""
+    counted: dict[str, tuple[int, dict[str, int]]] = {}
+    try:
+        with dlt_pipeline.sql_client() as client:
+            engine = str(dlt_pipeline.destination.destination_type).rsplit(".", 1)[-1]
+            dialect = DUCKDB if engine in ("duckdb", "motherduck") else POSTGRES_STYLE
+
+            def query(sql: str, params: Any) -> Any:
+                return client.execute_sql(sql, *params)
+
+            existing = {
+                str(name)
+                for (name,) in query(
+                    "select table_name from information_schema.tables where table_schema = "
+                    + dialect.placeholder,
+                    [client.dataset_name],
+                )
+            }
+            for table in (t for t in tables if t in existing):  # a table with no rows yet: none
+                counted[table] = table_counts(
+                    query, client.dataset_name, table, column, slices, dialect
+                )
+    except Exception as exc:  # a count is a report, not the load: the load has succeeded
+        return counted, redact(
+            plain(str(exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+        )
+    return counted, None
 
 
 def dataset_error(ctx: BuildContext, pipeline: PipelineSpec) -> ConfigError | None:
@@ -199,11 +254,21 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
             raise
         facts = ctx.run_facts(pinned, partition, started)
         catalog = ctx.settings.warehouse.stem if destination_kind(spec) == "duckdb" else None
-        figures = table_figures(dlt_pipeline, [r.asset_key for r in results], catalog)
+        part = spec.partitions
+        figures, problem = table_figures(
+            dlt_pipeline,
+            [r.asset_key for r in results],
+            catalog,
+            part.column if part else None,
+            partition_slices(context, spec),
+        )
+        if problem:
+            context.log.warning(f"{spec.name}: the loaded tables could not be counted: {problem}")
         if undeclared:
-            for own in figures.values():
-                own["elt/undeclared_tables"] = ", ".join(undeclared)
-        yield from with_metadata(results, facts, figures)
+            for key, own in figures.items():
+                extra = {**own.metadata, "elt/undeclared_tables": ", ".join(undeclared)}
+                figures[key] = dataclasses.replace(own, metadata=extra)
+        yield from with_metadata(results, facts, figures, context)
 
     @multi_asset(**multi_asset_args(pipeline, specs, pool), required_resource_keys={"dlt"})
     def _assets(context: AssetExecutionContext) -> Iterator[MaterializeResult]:

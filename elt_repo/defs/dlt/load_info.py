@@ -14,6 +14,11 @@ def _row_counts(info: Any) -> dict[str, int]:
     return {table: n for table, n in sorted(counts.items()) if not table.startswith("_dlt")}
 
 
+def rows_loaded(info: Any) -> int:
+    """The rows of every table this load wrote, dlt's own tables apart."""
+    return sum(_row_counts(info).values())
+
+
 def failed_jobs(info: Any) -> list[dict[str, str]]:
     """Every failed job of every load package: table, file and dlt's message."""
     return [
@@ -42,9 +47,7 @@ def load_info_metadata(info: Any) -> dict[str, Any]:
     counts = _row_counts(info)
     data = info.asdict()
     return {
-        "rows_loaded": MetadataValue.int(sum(counts.values())),
-        "row_counts": MetadataValue.json(counts),
-        "dagster/row_count": MetadataValue.int(sum(counts.values())),
+        "elt/rows_by_table": MetadataValue.json(counts),
         "tables": MetadataValue.text(", ".join(counts) or "none"),
         "dataset_name": str(info.dataset_name),
         "destination_name": str(info.destination_name),

@@ -19,10 +19,10 @@ from elt_repo.defs.assets import (
     multi_asset_args,
     pipeline_asset_spec,
 )
-from elt_repo.defs.dlt.load_info import load_info_metadata, other_result_metadata
+from elt_repo.defs.dlt.load_info import load_info_metadata, other_result_metadata, rows_loaded
 from elt_repo.defs.failures import with_failure_details
 from elt_repo.defs.pools import pipeline_pool
-from elt_repo.defs.run_metadata import with_metadata
+from elt_repo.defs.run_metadata import TableFigures, with_metadata
 from elt_repo.discovery.dlt_inspect import import_pipeline_module
 from elt_repo.schemas import PipelineSpec
 
@@ -68,13 +68,17 @@ def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefi
         started = datetime.now(UTC)
         with run_environment(ctx.settings.warehouse):
             result = module.run(**kwargs)
+        figures = {}
         if hasattr(result, "load_packages") and hasattr(result, "loads_ids"):
             metadata = load_info_metadata(result)
+            # The asset is the pipeline, not one table: no table's count is its row count.
+            figures[spec.key] = TableFigures(rows_loaded=rows_loaded(result))
         else:
             metadata = other_result_metadata(result)
         partition = {} if partition_key is None else {"partition_key": partition_key}
         facts = ctx.run_facts(pinned, partition, started)
-        yield from with_metadata([MaterializeResult(asset_key=spec.key, metadata=metadata)], facts)
+        results = [MaterializeResult(asset_key=spec.key, metadata=metadata)]
+        yield from with_metadata(results, facts, figures, context)
 
     @multi_asset(**multi_asset_args(pipeline, [spec], pipeline_pool(ctx.settings, pipeline)))
     def _asset(context: AssetExecutionContext) -> Iterator[MaterializeResult]:

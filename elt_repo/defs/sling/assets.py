@@ -1,6 +1,8 @@
 """Sling replications as multi-assets: specs from the manifest, execution through dagster-sling."""
 
-from collections.abc import Iterator, Mapping
+import dataclasses
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,12 @@ from elt_repo.defs.assets import (
 from elt_repo.defs.failures import with_failure_details
 from elt_repo.defs.partitions import partition_values
 from elt_repo.defs.pools import pipeline_pool, target_kind
-from elt_repo.defs.run_metadata import with_metadata
+from elt_repo.defs.run_metadata import TableFigures, with_metadata
 from elt_repo.defs.sling.resource import EltSlingResource
+from elt_repo.defs.table_counts import PartitionSlice, partition_slices, table_counts
 from elt_repo.discovery.pipeline_files import fill_partition_vars, resolve_stream_name
 from elt_repo.discovery.sling_streams import WAREHOUSE
+from elt_repo.redact import plain
 from elt_repo.schemas import PipelineSpec, SlingStreamSpec
 
 
@@ -79,33 +83,57 @@ def _sling_variables(partition: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+# Sling's line for each stream it loaded: `inserted 200 rows into "csv_orders"."customers" in 1 secs`
+_INSERTED = re.compile(r'inserted (\d+) rows into "?([^".\s]+)"?\."?([^".\s]+)"?')
+
+
+def rows_inserted(log_lines: Iterable[str]) -> dict[tuple[str, str], int]:
+    """(schema, table) -> the rows Sling says it inserted, from its own log."""
+    inserted: dict[tuple[str, str], int] = {}
+    for line in log_lines:
+        for rows, schema, table in _INSERTED.findall(plain(line)):
+            key = (schema.lower(), table.lower())
+            inserted[key] = inserted.get(key, 0) + int(rows)
+    return inserted
+
+
 def warehouse_figures(
-    warehouse: Path, objects: Mapping[AssetKey, tuple[str | None, str]]
-) -> dict[AssetKey, dict[str, Any]]:
-    """Per asset, the real `<database>.<schema>.<table>`, its columns and its row count, read
-    from DuckDB."""
+    warehouse: Path,
+    objects: Mapping[AssetKey, tuple[str | None, str]],
+    column: str | None = None,
+    slices: Sequence[PartitionSlice] = (),
+) -> dict[AssetKey, TableFigures]:
+    """Per asset, the real `<database>.<schema>.<table>`, its columns, and its rows (in all and
+    per partition), read from DuckDB."""
     import duckdb  # only at run time: it is 30 MiB that loading the definitions never needs
 
-    figures: dict[AssetKey, dict[str, Any]] = {}
+    figures: dict[AssetKey, TableFigures] = {}
     with duckdb.connect(str(warehouse), read_only=True) as con:
+
+        def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            return con.execute(sql, list(params)).fetchall()
+
         for key, (schema, table) in objects.items():
             schema = schema or "main"
-            columns = con.execute(
+            columns = query(
                 "select column_name, data_type from information_schema.columns "
                 "where table_schema = ? and table_name = ? order by ordinal_position",
                 [schema, table],
-            ).fetchall()
-            figures[key] = {
+            )
+            metadata: dict[str, Any] = {
                 "dagster/table_name": f"{warehouse.stem}.{schema}.{table}",
                 "dagster/storage_kind": "duckdb",
             }
-            if columns:
-                quoted = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
-                (rows,) = con.execute(f"select count(*) from {quoted}").fetchone() or (0,)
-                figures[key]["rows"] = rows
-                figures[key]["dagster/column_schema"] = TableSchema(
-                    columns=[TableColumn(name=n, type=t.lower()) for n, t in columns]
-                )
+            if not columns:
+                figures[key] = TableFigures(metadata=metadata)
+                continue
+            metadata["dagster/column_schema"] = TableSchema(
+                columns=[TableColumn(name=n, type=t.lower()) for n, t in columns]
+            )
+            total, by_partition = table_counts(query, schema, table, column, slices)
+            figures[key] = TableFigures(
+                table_rows=total, partition_rows=by_partition, metadata=metadata
+            )
     return figures
 
 
@@ -151,17 +179,40 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
         # dagster-sling's count would start `sling conns exec` and a DuckDB CLI (0.4 s a run).
         results = list(replicated if run_spec.target == WAREHOUSE else replicated.fetch_row_count())
         facts = ctx.run_facts(pinned, partition, started)
-        figures = {}
+        inserted = rows_inserted(resource.stream_raw_logs())
+        objects = {
+            asset_key(pipeline, specs[n].table): (specs[n].schema, specs[n].table)
+            for n in config["streams"]
+        }
         if run_spec.target == WAREHOUSE:
-            objects = {
-                asset_key(pipeline, specs[n].table): (specs[n].schema, specs[n].table)
-                for n in config["streams"]
+            part = pinned.pipeline.partitions
+            figures = warehouse_figures(
+                ctx.settings.warehouse,
+                objects,
+                part.column if part else None,
+                partition_slices(context, pinned.pipeline),
+            )
+        else:  # dagster-sling's fetch_row_count: the table's total, as its connection reports it
+            figures = {
+                r.asset_key: TableFigures(
+                    table_rows=_number((r.metadata or {}).get("dagster/row_count"))
+                )
+                for r in results
+                if r.asset_key is not None
             }
-            figures = warehouse_figures(ctx.settings.warehouse, objects)
-        yield from with_metadata(results, facts, figures)
+        for key, (schema, table) in objects.items():
+            loaded = inserted.get(((schema or "main").lower(), table.lower()))
+            if key in figures and loaded is not None:
+                figures[key] = dataclasses.replace(figures[key], rows_loaded=loaded)
+        yield from with_metadata(results, facts, figures, context)
 
     @multi_asset(**multi_asset_args(pipeline, specs, pool), required_resource_keys={"sling"})
     def _assets(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
         yield from with_failure_details(context, pipeline, _run(context))
 
     return _assets
+
+
+def _number(value: Any) -> int | None:
+    raw = getattr(value, "value", value)
+    return int(raw) if isinstance(raw, int | float) else None
