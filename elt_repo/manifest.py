@@ -10,20 +10,20 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from elt_repo.discovery.walk import DisabledPipeline, FolderRecord
+from elt_repo.discovery.walk import DisabledPipeline, FolderRecord, Prior
 from elt_repo.schemas import ConfigError, PipelineSpec, spec_from_manifest, spec_to_dict
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 # Bump when discovery would find something different in an unchanged folder: a manifest written
 # by another version is never reused folder by folder.
-DISCOVERY_VERSION = 3  # 3: Sling streams resolved by Sling's rules, wildcards expanded
+DISCOVERY_VERSION = 4  # 3: Sling streams resolved by Sling's rules; 4: source-driven folders
 
 
 @dataclass(frozen=True)
@@ -44,20 +44,34 @@ class Manifest:
     folders: dict[str, FolderRecord] = field(default_factory=dict)
     discovery_version: int = DISCOVERY_VERSION
 
-    def prior(self) -> dict[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]]:
-        """Per folder, what discovery may reuse while its tree hash is unchanged."""
+    def prior(self, again: Iterable[str] = ()) -> Prior:
+        """Per folder, what discovery may reuse while its tree hash is unchanged; the folders in
+        `again` (due for rediscovery) are resolved again."""
         if self.discovery_version != DISCOVERY_VERSION:
             return {}
         specs = {p.folder: p for p in self.pipelines if p.name not in self.pinned}
-        prior: dict[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] = {}
+        skip = set(again)
+        prior: dict[str, tuple[FolderRecord, PipelineSpec | tuple[ConfigError, ...]]] = {}
         for folder, record in self.folders.items():
-            if any(e.retry for e in record.errors):
-                continue  # the environment failed: discover the folder again
+            if folder in skip or any(e.retry for e in record.errors):
+                continue  # due, or the environment failed: discover the folder again
             if record.errors:
-                prior[folder] = (record.tree, record.errors)
+                prior[folder] = (record, record.errors)
             elif folder in specs:
-                prior[folder] = (record.tree, specs[folder])
+                prior[folder] = (record, specs[folder])
         return prior
+
+    def due_folders(self, interval: float, now: float) -> list[str]:
+        """Folders to resolve again with no new commit, the longest-unresolved first: those
+        whose tables come from their source, `interval` seconds after they were last resolved,
+        and those whose last discovery failed because of the environment."""
+        due = [
+            (record.resolved_at, folder)
+            for folder, record in self.folders.items()
+            if (record.source_driven and now - record.resolved_at >= interval)
+            or any(e.retry for e in record.errors)
+        ]
+        return [folder for _, folder in sorted(due)]
 
     def commit_for(self, pipeline: PipelineSpec) -> str | None:
         """The commit whose worktree a pipeline's runs use."""
@@ -74,6 +88,8 @@ class Manifest:
     def _fingerprint(self) -> str:
         data = self.to_dict()
         data.pop("discovered_at")
+        for record in data["folders"].values():  # resolving again and finding the same: no change
+            record.pop("resolved_at")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def with_errors(self, errors: tuple[ConfigError, ...]) -> Manifest:
@@ -97,7 +113,12 @@ class Manifest:
             "errors": [e.to_dict() for e in self.errors],
             "pinned": dict(self.pinned),
             "folders": {
-                folder: {"tree": r.tree, "errors": [e.to_dict() for e in r.errors]}
+                folder: {
+                    "tree": r.tree,
+                    "errors": [e.to_dict() for e in r.errors],
+                    "source_driven": r.source_driven,
+                    "resolved_at": r.resolved_at,
+                }
                 for folder, r in self.folders.items()
             },
             "discovery_version": self.discovery_version,
@@ -118,7 +139,12 @@ class Manifest:
             errors=tuple(ConfigError(**e) for e in data["errors"]),
             pinned=dict(data.get("pinned", {})),
             folders={
-                folder: FolderRecord(r["tree"], tuple(ConfigError(**e) for e in r["errors"]))
+                folder: FolderRecord(
+                    r["tree"],
+                    tuple(ConfigError(**e) for e in r["errors"]),
+                    bool(r.get("source_driven", False)),
+                    float(r.get("resolved_at", 0.0)),
+                )
                 for folder, r in data.get("folders", {}).items()
             },
             discovery_version=data.get("discovery_version", 0),

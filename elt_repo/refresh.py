@@ -26,6 +26,10 @@ from elt_repo.settings import Settings
 from elt_repo.tool_env import configure_process
 
 log = logging.getLogger(__name__)
+# With no new commit, a sensor tick resolves at most this many due folders (one wave of
+# discovery's threads); the rest are resolved on the next ticks.
+REDISCOVER_BATCH = 8
+WRITE_MARGIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class RefreshResult:
     skipped: bool = False
     error: ConfigError | None = None
     reused: int = 0  # pipeline folders whose tree hash was unchanged, so not parsed again
+    # folders resolved again with an unchanged tree: their tables come from their source
+    resolved_again: tuple[str, ...] = ()
 
 
 def _now() -> str:
@@ -136,6 +142,12 @@ def refresh(
     store = ManifestStore(settings.manifest_path)
     with store.lock():
         previous = store.read()
+        due = (
+            []
+            if previous is None
+            else previous.due_folders(settings.rediscover_interval, time.time())
+        )
+        timeout = settings.discovery_timeout
         try:
             if settings.uses_example_repo:
                 ensure_example_repo(settings.example_repo_dir, settings.pipelines_dir)
@@ -146,17 +158,25 @@ def refresh(
                 e.path == display_url(settings) for e in previous.errors
             )
             unchanged = known_commit and previous and not fetch_failed
-            if unchanged and source.remote_commit() == known_commit:
-                return RefreshResult(previous, previous, changed=False, skipped=True)
             env = dict(os.environ)
             pool = shared_pool(
                 env, settings.discovery_timeout, INSPECT_WORKERS, settings.inspector_idle
             )
-            if previous is None or any(p.tool == "dlt" for p in previous.pipelines):
-                # A new commit: its changed dlt pipelines will need a worker with dlt imported.
-                pool.warm()
-            in_use = previous.commits_in_use() if previous else set()
-            checkout = source.sync(keep={*in_use, *keep})
+            if unchanged and source.remote_commit() == known_commit:
+                assert previous is not None
+                checkout = source.current()
+                left = _seconds_left(deadline, settings.discovery_timeout)
+                if not due or checkout is None or checkout.commit != previous.commit or left < 2:
+                    return RefreshResult(previous, previous, changed=False, skipped=True)
+                # No new commit, but pipelines whose tables come from their source are due: a
+                # batch of them, the longest-unresolved first, in what is left of the tick.
+                due, timeout = due[:REDISCOVER_BATCH], left
+            else:
+                if previous is None or any(p.tool == "dlt" for p in previous.pipelines):
+                    # A new commit: its changed dlt pipelines will need a worker with dlt.
+                    pool.warm()
+                in_use = previous.commits_in_use() if previous else set()
+                checkout = source.sync(keep={*in_use, *keep})
             trees = folder_trees(checkout.path, settings.pipelines_dir)
         except GitSourceError as exc:
             error = ConfigError(display_url(settings), exc.field, exc.message)
@@ -169,9 +189,9 @@ def refresh(
             checkout.path,
             settings.pipelines_dir,
             env,
-            settings.discovery_timeout,
+            timeout,
             trees=trees,
-            prior=previous.prior() if previous and not force else None,
+            prior=previous.prior(again=due) if previous and not force else None,
             pool=pool,
             connections=shared_connections(settings),
         )
@@ -192,7 +212,21 @@ def refresh(
             log.warning(
                 "%s at %s: %s", error.pipeline or "repo", manifest.commit, redact(str(error))
             )
-        return RefreshResult(manifest, previous, changed=changed, reused=discovery.reused)
+        return RefreshResult(
+            manifest,
+            previous,
+            changed=changed,
+            reused=discovery.reused,
+            resolved_again=tuple(f for f in due if f in manifest.folders),
+        )
+
+
+def _seconds_left(deadline: float | None, timeout: float) -> float:
+    """How long discovery may take: `timeout`, or less when a tick's deadline is nearer (less a
+    margin for writing the manifest)."""
+    if deadline is None:
+        return timeout
+    return min(timeout, deadline - time.monotonic() - WRITE_MARGIN_SECONDS)
 
 
 def first_refresh(settings: Settings, timeout: float) -> Manifest:

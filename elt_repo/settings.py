@@ -94,6 +94,7 @@ class _EltYamlSchema(Schema):
     state_dir = fields.String()
     warehouse = fields.String()
     discovery_timeout = fields.Float(validate=validate.Range(min=1))
+    rediscover_interval = fields.Float(validate=validate.Range(min=0))
     inspector_idle = fields.Float(validate=validate.Range(min=0))
     executor = fields.String(validate=validate.OneOf(EXECUTORS))
     connections = fields.Dict(keys=fields.String(), values=fields.Dict())
@@ -117,6 +118,9 @@ class Settings:
     worktree_grace: int = 3600
     # With no manifest cached, loading the definitions refreshes once, for at most this long.
     first_load_timeout: float = 45.0
+    # Pipelines whose tables come from their source are resolved again this often, no commit
+    # needed (0: on every refresh).
+    rediscover_interval: float = 3600.0
     # A long-lived process keeps its dlt inspector workers this long after their last use.
     inspector_idle: float = 300.0
     # How a run executes its steps: "multiprocess" (Dagster's default) or "in_process".
@@ -220,6 +224,7 @@ def load_settings(
     grace = get("ELT_WORKTREE_GRACE", "worktree_grace", 3600)
     first_load = get("ELT_FIRST_LOAD_TIMEOUT", "first_load_timeout", 45.0)
     idle = get("ELT_INSPECTOR_IDLE", "inspector_idle", 300.0)
+    rediscover = get("ELT_REDISCOVER_INTERVAL", "rediscover_interval", 3600.0)
     executor = str(get("ELT_EXECUTOR", "executor", "multiprocess")).strip().lower()
     if executor not in EXECUTORS:
         raise SettingsError(
@@ -241,6 +246,7 @@ def load_settings(
         worktree_grace=_number("ELT_WORKTREE_GRACE", str(grace), int, 0),
         first_load_timeout=_number("ELT_FIRST_LOAD_TIMEOUT", str(first_load), float, 1),
         inspector_idle=_number("ELT_INSPECTOR_IDLE", str(idle), float, 0),
+        rediscover_interval=_number("ELT_REDISCOVER_INTERVAL", str(rediscover), float, 0),
         executor=executor,
         connections=conf.get("connections", {}),
         github_token=env.get("GITHUB_TOKEN") or None,

@@ -147,7 +147,9 @@ def health_events(
 def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition:
     """Polls the pipelines repo every ELT_POLL_INTERVAL seconds.
 
-    A tick with no new commit runs one `git ls-remote` and skips. A tick with a new commit
+    A tick with no new commit runs one `git ls-remote` and skips, unless pipelines whose tables
+    come from their source are due (ELT_REDISCOVER_INTERVAL): then it resolves a batch of them
+    again within its budget, with no fetch, and a change is a new manifest. A tick with a new commit
     fetches, re-discovers the changed pipeline folders, writes the manifest, returns the dynamic
     partition changes and asks the webserver to reload the code location. The cursor is the
     last refreshed commit. A failed refresh fails the tick with a redacted message; the previous
@@ -187,9 +189,14 @@ def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition
         requests = dynamic_partition_requests(manifest, context.instance, result.previous)
         sync_pools(context.instance, manifest, settings)  # before any run claims them
         events = health_events(manifest, result.reused)
+        again = (
+            f", resolved again from their sources: {', '.join(result.resolved_again)}"
+            if result.resolved_again
+            else ""
+        )
         summary = (
             f"{commit}: {len(manifest.pipelines)} pipelines, {len(manifest.errors)} errors, "
-            f"{result.reused} folders unchanged{note}"
+            f"{result.reused} folders unchanged{again}{note}"
         )
         context.log.info(summary)
         return SensorResult(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,7 @@ from elt_repo.discovery.layout import (
     infer_tool,
 )
 from elt_repo.discovery.pipeline_files import content_hash, resolve_args
-from elt_repo.discovery.sling_streams import resolve_streams
+from elt_repo.discovery.sling_streams import is_wildcard, resolve_streams
 from elt_repo.schemas import (
     ConfigError,
     ConfigException,
@@ -53,10 +54,22 @@ class DisabledPipeline:
 
 @dataclass(frozen=True)
 class FolderRecord:
-    """A pipeline folder's Git tree hash, and the errors loading it gave (none if it loaded)."""
+    """A pipeline folder's Git tree hash, and the errors loading it gave (none if it loaded).
+
+    `source_driven`: its tables come from the source (a Sling wildcard, a dlt source called at
+    discovery), so it is resolved again after ELT_REDISCOVER_INTERVAL even with no new commit;
+    `resolved_at` (epoch seconds) is when it was last resolved.
+    """
 
     tree: str
     errors: tuple[ConfigError, ...] = ()
+    source_driven: bool = False
+    resolved_at: float = 0.0
+
+
+# Per folder, what a discovery may reuse while the tree hash is unchanged: the folder's record
+# in the previous manifest, and the spec or the errors it gave then.
+Prior = Mapping[str, tuple[FolderRecord, "PipelineSpec | tuple[ConfigError, ...]"]]
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,25 @@ def _sling_streams(
     return streams, (str(config["source"]), str(config["target"]))
 
 
+def source_driven(folder: Path, spec: PipelineSpec) -> bool:
+    """Whether a pipeline's tables can change with its source, not only with its files."""
+    if not spec.enabled:
+        return False
+    if spec.dlt is not None:
+        return spec.dlt.style != "run"  # its resources come from calling the source
+    if spec.sling is None:
+        return False
+    try:
+        config = yaml.safe_load((folder / spec.sling.replication).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    streams = config.get("streams") if isinstance(config, Mapping) else None
+    return isinstance(streams, Mapping) and any(
+        is_wildcard(str(name), own if isinstance(own, Mapping) else {})
+        for name, own in streams.items()
+    )
+
+
 def _hints(folder: Path) -> tuple[str, str | None]:
     """A broken folder's pipeline name and group, as far as its dagster.yaml still says."""
     name, group = default_name(folder), None
@@ -135,7 +167,7 @@ class Discoverer:
         env: Mapping[str, str],
         timeout: float,
         trees: Mapping[str, str] | None = None,
-        prior: Mapping[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] | None = None,
+        prior: Prior | None = None,
         pool: InspectorPool | None = None,
         connections: Mapping[str, Mapping[str, Any]] | None = None,
     ):
@@ -223,8 +255,8 @@ class Discoverer:
 
     def _reusable(self, folder: Path) -> PipelineSpec | list[ConfigError] | None:
         rel = folder.relative_to(self.root).as_posix()
-        tree, result = self.prior.get(rel, ("", ()))
-        if not tree or tree != self.trees.get(rel):
+        record, result = self.prior.get(rel, (None, ()))
+        if record is None or not record.tree or record.tree != self.trees.get(rel):
             return None
         return result if isinstance(result, PipelineSpec) else list(result)
 
@@ -251,12 +283,17 @@ class Discoverer:
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as threads:
             fresh = iter(list(threads.map(self._try_load, todo)))
         loaded = [r if r is not None else next(fresh) for r in reused]
-        records = {}
-        for folder, result in zip(folders, loaded, strict=True):
+        records, now = {}, time.time()
+        for folder, result, kept in zip(folders, loaded, reused, strict=True):
             rel = folder.relative_to(self.root).as_posix()
-            if rel in self.trees:
-                errors = tuple(result) if isinstance(result, list) else ()
-                records[rel] = FolderRecord(self.trees[rel], errors)
+            if rel not in self.trees:
+                continue
+            if kept is not None:
+                records[rel] = self.prior[rel][0]
+                continue
+            errors = tuple(result) if isinstance(result, list) else ()
+            driven = isinstance(result, PipelineSpec) and source_driven(folder, result)
+            records[rel] = FolderRecord(self.trees[rel], errors, driven, now)
         pipelines: dict[str, PipelineSpec] = {}
         disabled: list[DisabledPipeline] = []
         errors: list[ConfigError] = []
@@ -293,7 +330,7 @@ def discover(
     env: Mapping[str, str],
     timeout: float = 60.0,
     trees: Mapping[str, str] | None = None,
-    prior: Mapping[str, tuple[str, PipelineSpec | tuple[ConfigError, ...]]] | None = None,
+    prior: Prior | None = None,
     pool: InspectorPool | None = None,
     connections: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Discovery:
