@@ -14,7 +14,8 @@ import json
 import os
 import sys
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,31 @@ def import_pipeline_module(folder: Path, file: str, module_prefix: str = "elt_pi
     return module
 
 
+@contextmanager
+def pipeline_settings(folder: Path) -> Iterator[None]:
+    """dlt reads the folder's own `.dlt/config.toml` and `.dlt/secrets.toml`, as when its author
+    runs `python pipeline.py` in it, and no other folder's. Environment variables still win.
+
+    dlt reads `./.dlt` once per process and keeps it, so without this a worker would give every
+    pipeline the settings of the first folder it listed, and a run those of its working dir.
+    """
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
+
+    var, before = "DLT_PROJECT_DIR", os.environ.get("DLT_PROJECT_DIR")
+    context = Container()[PluggableRunContext]
+    os.environ[var] = str(folder.resolve())
+    context.reload_providers()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = before
+        context.reload_providers()
+
+
 def call_source(func: Callable[..., Any], args: Mapping[str, Any], optional: list[str]) -> Any:
     """Call a source function; params in `optional` that it requires are passed as None."""
     kwargs = dict(args)
@@ -213,9 +239,10 @@ def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
     cwd = os.getcwd()
     try:
         os.chdir(request["folder"])
-        if request["mode"] == "run":
-            return {"run": _inspect_run(request)}
-        return {"resources": _list(request)}
+        with pipeline_settings(Path(request["folder"])):
+            if request["mode"] == "run":
+                return {"run": _inspect_run(request)}
+            return {"resources": _list(request)}
     except InspectError as exc:
         return {"error": str(exc), "field": exc.field}
     except BaseException as exc:  # the pipeline's own code may raise anything

@@ -76,3 +76,48 @@ def test_the_authors_config_keys_reach_discovery_and_the_run(
     assert result.success
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
         assert con.execute("select count(*) from shop_data.orders").fetchone() == (4,)
+
+
+def test_each_pipeline_reads_its_own_dot_dlt_folder_and_no_other(
+    repo: PipelinesRepo, settings_for, instance, tmp_path
+) -> None:
+    # As dlt's docs set it up: config.toml and secrets.toml in .dlt/ beside pipeline.py.
+    repo.write("pipelines/shop/pipeline.py", PIPELINE)
+    repo.write("pipelines/shop/.dlt/config.toml", "[sources.pipeline]\npage_size = 5\n")
+    repo.write(
+        "pipelines/shop/.dlt/secrets.toml", '[sources.pipeline.shop_api]\napi_key = "k-123"\n'
+    )
+    repo.write(
+        "pipelines/shop/dagster.yaml",
+        {"dlt": {"source": "pipeline.py:shop_api", "dataset_name": "shop_data"}},
+    )
+    # The same code with no .dlt/ of its own: it must not find the other folder's.
+    repo.write("pipelines/bare/pipeline.py", PIPELINE)
+    repo.write(
+        "pipelines/bare/dagster.yaml",
+        {"dlt": {"source": "pipeline.py:shop_api", "dataset_name": "bare_data"}},
+    )
+    repo.commit("two folders, one .dlt")
+    alone = subprocess.run(
+        [sys.executable, "pipeline.py"],
+        cwd=repo.folder("shop"),
+        env={**os.environ, "DLT_DATA_DIR": str(tmp_path / "dlt")},
+        capture_output=True,
+        text=True,
+    )
+    assert alone.returncode == 0 and alone.stdout.strip() == "False", alone.stderr[-2000:]
+
+    settings = settings_for(repo.url)
+    # One worker lists both, whichever comes first, as a long-lived code server does.
+    for _ in range(2):
+        manifest = refresh(settings, force=True).manifest
+        assert [p.name for p in manifest.pipelines] == ["shop"]
+        (error,) = manifest.errors
+        assert error.path == "pipelines/bare/dagster.yaml" and "api_key" in error.message
+    defs = Definitions.merge(
+        build_definitions(manifest, settings), Definitions(resources=build_resources(settings))
+    )
+    assets = [a for a in defs.assets if isinstance(a, AssetsDefinition) and a.is_executable]
+    assert materialize(assets, resources=defs.resources, instance=instance).success
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        assert con.execute("select count(*) from shop_data.orders").fetchone() == (5,)

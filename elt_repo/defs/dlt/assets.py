@@ -19,6 +19,7 @@ from dagster import (
 
 from elt_repo.defs.assets import (
     BuildContext,
+    Pinned,
     asset_key,
     multi_asset_args,
     pipeline_asset_spec,
@@ -37,7 +38,12 @@ from elt_repo.defs.table_counts import (
     partition_slices,
     table_counts,
 )
-from elt_repo.discovery.dlt_inspect import call_source, import_pipeline_module, table_name
+from elt_repo.discovery.dlt_inspect import (
+    call_source,
+    import_pipeline_module,
+    pipeline_settings,
+    table_name,
+)
 from elt_repo.discovery.pipeline_files import resolve_args
 from elt_repo.redact import plain, redact
 from elt_repo.schemas import ConfigError, PipelineSpec
@@ -197,6 +203,49 @@ def dataset_error(ctx: BuildContext, pipeline: PipelineSpec) -> ConfigError | No
     )
 
 
+def _load(
+    ctx: BuildContext,
+    context: AssetExecutionContext,
+    pinned: Pinned,
+    partition: dict[str, Any],
+    built_from: PipelineSpec,
+) -> tuple[list[Any], Any, list[str]]:
+    """Build the source of the pinned commit and run it through dagster-dlt: the tool's
+    materializations, the dlt pipeline and the tables no asset declares."""
+    import dlt
+
+    spec = pinned.pipeline
+    assert spec.dlt is not None
+    dlt_pipeline = dlt.pipeline(
+        pipeline_name=spec.name,
+        destination=_destination(ctx, spec),
+        dataset_name=spec.dlt.dataset_name or spec.name,
+        pipelines_dir=str(ctx.settings.dlt_dir),
+    )
+    source, undeclared = declared_only(_source(pinned.folder, spec, partition), spec)
+    if undeclared:
+        context.log.warning(
+            f"{spec.name}: the source has tables no asset declares, not loaded: "
+            f"{', '.join(undeclared)}. A refresh that discovers {spec.folder} again adds "
+            "their assets (scripts/refresh.py --force)."
+        )
+    try:
+        results = list(
+            context.resources.dlt.run(
+                context=context,
+                dlt_source=source,
+                dlt_pipeline=dlt_pipeline,
+                dagster_dlt_translator=elt_translator(built_from),
+                loader_file_format=LOADER_FILE_FORMAT,
+            )
+        )
+    except Exception:
+        # dlt pickles the failed step's exception, unredacted, into its trace file.
+        (Path(dlt_pipeline.working_dir) / "trace.pickle").unlink(missing_ok=True)
+        raise
+    return results, dlt_pipeline, undeclared
+
+
 def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinition:
     """One multi-asset per dlt pipeline, one asset per resource."""
     assert pipeline.dlt is not None
@@ -218,50 +267,22 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
     pool = pipeline_pool(ctx.settings, pipeline)
 
     def _run(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
-        import dlt as dlt_lib
-
         pinned = ctx.pinned(context, pipeline)
         spec = pinned.pipeline
-        assert spec.dlt is not None
         partition = partition_values(context, spec)
-        dlt_pipeline = dlt_lib.pipeline(
-            pipeline_name=spec.name,
-            destination=_destination(ctx, spec),
-            dataset_name=spec.dlt.dataset_name or spec.name,
-            pipelines_dir=str(ctx.settings.dlt_dir),
-        )
-        source, undeclared = declared_only(_source(pinned.folder, spec, partition), spec)
-        if undeclared:
-            context.log.warning(
-                f"{spec.name}: the source has tables no asset declares, not loaded: "
-                f"{', '.join(undeclared)}. A refresh that discovers {spec.folder} again adds "
-                "their assets (scripts/refresh.py --force)."
-            )
         started = datetime.now(UTC)
-        try:
-            results = list(
-                context.resources.dlt.run(
-                    context=context,
-                    dlt_source=source,
-                    dlt_pipeline=dlt_pipeline,
-                    dagster_dlt_translator=elt_translator(pipeline),
-                    loader_file_format=LOADER_FILE_FORMAT,
-                )
+        with pipeline_settings(pinned.folder):  # its .dlt/*.toml, for the load and the counts
+            results, dlt_pipeline, undeclared = _load(ctx, context, pinned, partition, pipeline)
+            facts = ctx.run_facts(pinned, partition, started)
+            catalog = ctx.settings.warehouse.stem if destination_kind(spec) == "duckdb" else None
+            part = spec.partitions
+            figures, problem = table_figures(
+                dlt_pipeline,
+                [r.asset_key for r in results],
+                catalog,
+                part.column if part else None,
+                partition_slices(context, spec),
             )
-        except Exception:
-            # dlt pickles the failed step's exception, unredacted, into its trace file.
-            (Path(dlt_pipeline.working_dir) / "trace.pickle").unlink(missing_ok=True)
-            raise
-        facts = ctx.run_facts(pinned, partition, started)
-        catalog = ctx.settings.warehouse.stem if destination_kind(spec) == "duckdb" else None
-        part = spec.partitions
-        figures, problem = table_figures(
-            dlt_pipeline,
-            [r.asset_key for r in results],
-            catalog,
-            part.column if part else None,
-            partition_slices(context, spec),
-        )
         if problem:
             context.log.warning(f"{spec.name}: the loaded tables could not be counted: {problem}")
         if undeclared:

@@ -23,7 +23,7 @@ from elt_repo.defs.dlt.load_info import load_info_metadata, other_result_metadat
 from elt_repo.defs.failures import with_failure_details
 from elt_repo.defs.pools import pipeline_pool
 from elt_repo.defs.run_metadata import TableFigures, with_metadata
-from elt_repo.discovery.dlt_inspect import import_pipeline_module
+from elt_repo.discovery.dlt_inspect import import_pipeline_module, pipeline_settings
 from elt_repo.schemas import PipelineSpec
 
 
@@ -66,7 +66,7 @@ def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefi
         module = import_pipeline_module(pinned.folder, pipeline.dlt.source_file)
         kwargs = {"partition_key": partition_key} if accepts_key else {}
         started = datetime.now(UTC)
-        with run_environment(ctx.settings.warehouse):
+        with run_environment(ctx.settings.warehouse), pipeline_settings(pinned.folder):
             result = module.run(**kwargs)
         figures = {}
         if hasattr(result, "load_packages") and hasattr(result, "loads_ids"):
