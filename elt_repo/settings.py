@@ -95,6 +95,7 @@ class _EltYamlSchema(Schema):
     warehouse = fields.String()
     discovery_timeout = fields.Float(validate=validate.Range(min=1))
     rediscover_interval = fields.Float(validate=validate.Range(min=0))
+    sling_stall_seconds = fields.Float(validate=validate.Range(min=1))
     inspector_idle = fields.Float(validate=validate.Range(min=0))
     executor = fields.String(validate=validate.OneOf(EXECUTORS))
     connections = fields.Dict(keys=fields.String(), values=fields.Dict())
@@ -121,6 +122,9 @@ class Settings:
     # Pipelines whose tables come from their source are resolved again this often, no commit
     # needed (0: on every refresh).
     rediscover_interval: float = 3600.0
+    # A Sling run whose process tree sits idle this long, a child blocked on a pipe, is killed
+    # (a known hang of Sling's DuckDB writer) and run once more.
+    sling_stall_seconds: float = 300.0
     # A long-lived process keeps its dlt inspector workers this long after their last use.
     inspector_idle: float = 300.0
     # How a run executes its steps: "multiprocess" (Dagster's default) or "in_process".
@@ -225,6 +229,7 @@ def load_settings(
     first_load = get("ELT_FIRST_LOAD_TIMEOUT", "first_load_timeout", 45.0)
     idle = get("ELT_INSPECTOR_IDLE", "inspector_idle", 300.0)
     rediscover = get("ELT_REDISCOVER_INTERVAL", "rediscover_interval", 3600.0)
+    stall = get("ELT_SLING_STALL_SECONDS", "sling_stall_seconds", 300.0)
     executor = str(get("ELT_EXECUTOR", "executor", "multiprocess")).strip().lower()
     if executor not in EXECUTORS:
         raise SettingsError(
@@ -247,6 +252,7 @@ def load_settings(
         first_load_timeout=_number("ELT_FIRST_LOAD_TIMEOUT", str(first_load), float, 1),
         inspector_idle=_number("ELT_INSPECTOR_IDLE", str(idle), float, 0),
         rediscover_interval=_number("ELT_REDISCOVER_INTERVAL", str(rediscover), float, 0),
+        sling_stall_seconds=_number("ELT_SLING_STALL_SECONDS", str(stall), float, 1),
         executor=executor,
         connections=conf.get("connections", {}),
         github_token=env.get("GITHUB_TOKEN") or None,

@@ -99,6 +99,8 @@ def make_settings(tmp_path: Path, repo_url: str, **env: str) -> Settings:
         "ELT_STATE_DIR": str(tmp_path / "state"),
         "ELT_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
         "PATH": os.environ["PATH"],
+        # Sling's DuckDB writer hangs now and then under load; a test's runs are tiny.
+        "ELT_SLING_STALL_SECONDS": "20",
     }
     return load_settings({**base, **env}, project_dir=tmp_path)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import duckdb
@@ -18,7 +17,8 @@ from elt_repo.discovery.pipeline_files import resolve_stream_name
 from elt_repo.discovery.sling_streams import resolve_streams
 from elt_repo.refresh import refresh
 from elt_repo.schemas import ConfigException, SlingStreamSpec, spec_from_dict
-from elt_repo.tool_env import sling_binary, sling_environment
+from elt_repo.tool_env import sling_environment
+from tests.sling_cli import run_sling
 
 SQLITE = {"SRC": {"type": "sqlite", "instance": "./src.sqlite"}}
 
@@ -60,13 +60,7 @@ def sling_writes(folder: Path, replication: dict, **target: str) -> set[tuple[st
         "SRC": json.dumps({"type": "sqlite", "instance": str(folder / "src.sqlite")}),
         "WAREHOUSE": json.dumps({"type": "duckdb", "instance": str(warehouse), **target}),
     }
-    done = subprocess.run(
-        [sling_binary(), "run", "-r", str(path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    done = run_sling(["run", "-r", str(path)], env)
     assert done.returncode == 0, done.stderr[-2000:]
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute("select table_schema, table_name from information_schema.tables")

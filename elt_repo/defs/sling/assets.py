@@ -172,12 +172,11 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
         }
         resource = sling.for_pipeline(run_spec.connections, folder)
         started = datetime.now(UTC)
-        replicated = resource.replicate(
-            context=context, replication_config=config, dagster_sling_translator=translator
-        )
         # Into the warehouse, warehouse_figures counts the rows on its own DuckDB connection;
         # dagster-sling's count would start `sling conns exec` and a DuckDB CLI (0.4 s a run).
-        results = list(replicated if run_spec.target == WAREHOUSE else replicated.fetch_row_count())
+        results = resource.run_replication(
+            context, config, translator, fetch_row_count=run_spec.target != WAREHOUSE
+        )
         facts = ctx.run_facts(pinned, partition, started)
         inserted = rows_inserted(resource.stream_raw_logs())
         objects = {

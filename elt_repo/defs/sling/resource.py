@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster_sling import SlingConnectionResource, SlingResource
+from dagster import AssetExecutionContext
+from dagster_sling import DagsterSlingTranslator, SlingConnectionResource, SlingResource
 
+from elt_repo.defs.sling.stall import StallWatch
 from elt_repo.discovery.sling_streams import connection_configs, filled_connection
 from elt_repo.tool_env import sling_environment
 
@@ -27,6 +30,7 @@ class EltSlingResource(SlingResource):
     warehouse: str
     sling_state: str
     shared_connections: dict[str, Any] = {}
+    stall_seconds: float = 300.0
 
     def prepare_environment(self) -> dict[str, Any]:
         return {**sling_environment(Path(self.sling_state)), **super().prepare_environment()}
@@ -40,4 +44,38 @@ class EltSlingResource(SlingResource):
             warehouse=self.warehouse,
             sling_state=self.sling_state,
             shared_connections=self.shared_connections,
+            stall_seconds=self.stall_seconds,
         )
+
+    def run_replication(
+        self,
+        context: AssetExecutionContext,
+        config: Mapping[str, Any],
+        translator: DagsterSlingTranslator,
+        fetch_row_count: bool,
+    ) -> list[Any]:
+        """dagster-sling's materializations of one `sling run`, watched for the DuckDB writer's
+        hang: a stalled run is killed and run once more; a second stall fails the step."""
+        for attempt in (1, 2):
+            with StallWatch(os.environ.get("SLING_BINARY", "sling"), self.stall_seconds) as watch:
+                try:
+                    replicated = self.replicate(
+                        context=context,
+                        replication_config=copy.deepcopy(dict(config)),  # replicate() edits it
+                        dagster_sling_translator=translator,
+                    )
+                    return list(replicated.fetch_row_count() if fetch_row_count else replicated)
+                except Exception:
+                    if not watch.stalled:
+                        raise
+            message = (
+                f"Sling made no progress for {self.stall_seconds:g} s, its DuckDB CLI waiting "
+                "on its input (a known hang of Sling's DuckDB writer), and was killed"
+            )
+            if attempt == 2:
+                raise RuntimeError(
+                    f"{message}, twice. If a source takes longer than that to answer, raise "
+                    "ELT_SLING_STALL_SECONDS"
+                )
+            context.log.warning(f"{message}; running the replication once more")
+        raise AssertionError("unreachable")
