@@ -387,3 +387,29 @@ def test_sling_wildcards_list_a_source_named_in_the_settings(
     assert manifest.errors == ()
     (pipeline,) = manifest.pipelines
     assert sorted(s.table for s in pipeline.sling.streams) == ["orders", "products"]
+
+
+def test_a_credential_in_a_discovery_error_is_not_stored(
+    repo: PipelinesRepo, settings_for, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The author's code puts what it was given into its exception, as code often does.
+    repo.write(
+        "pipelines/shop/pipeline.py",
+        "import os\n\n\ndef orders(credentials):\n"
+        "    raise ValueError(f\"cannot connect with {credentials} ({os.environ['SHOP_API_KEY']})\")\n",
+    )
+    repo.write(
+        "pipelines/shop/dagster.yaml",
+        {"dlt": {"source": "pipeline.py:orders", "args": {"credentials": "${PG_URL}"}}},
+    )
+    repo.commit("a source that leaks")
+    monkeypatch.setenv("PG_URL", "postgresql://loader:s3cr3t-pw@127.0.0.1:9/shop")
+    monkeypatch.setenv("SHOP_API_KEY", "ak-9f8e7d6c5b")
+    settings = settings_for(repo.url)
+    (error,) = refresh(settings).manifest.errors
+    assert "cannot connect with postgresql://***@127.0.0.1:9/shop (***)" in error.message
+    stored = [settings.manifest_path, *settings.manifest_path.parent.glob("manifests/*.json")]
+    assert len(stored) == 2
+    for path in stored:
+        text = path.read_text()
+        assert "s3cr3t-pw" not in text and "ak-9f8e7d6c5b" not in text, path

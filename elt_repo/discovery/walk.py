@@ -29,6 +29,7 @@ from elt_repo.discovery.layout import (
 )
 from elt_repo.discovery.pipeline_files import content_hash, resolve_args
 from elt_repo.discovery.sling_streams import is_wildcard, resolve_streams
+from elt_repo.redact import redact
 from elt_repo.schemas import (
     ConfigError,
     ConfigException,
@@ -265,8 +266,15 @@ class Discoverer:
             return self._load(folder)
         except ConfigException as exc:
             name, group = _hints(folder)
+            # Pipeline code may put a credential it was given into its exception.
             return [
-                replace(e, pipeline=e.pipeline or name, group=e.group or group) for e in exc.errors
+                replace(
+                    e,
+                    message=redact(e.message, self.env),
+                    pipeline=e.pipeline or name,
+                    group=e.group or group,
+                )
+                for e in exc.errors
             ]
 
     def run(self) -> Discovery:
