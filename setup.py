@@ -34,7 +34,8 @@ setup(
     ],
     extras_require={
         # pytest-timeout: a hung tool process fails its test with the stacks, not the 90-minute CI job.
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
+        # pandas: dlt's filesystem read_csv needs it, and the docs-style test pipelines use it.
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "pandas>=2"],
         # A Postgres source for dlt's sql_database from a plain postgresql://user:pass@host/db
         # URL (Sling's binary brings its own driver). SQLAlchemy 2.1 maps that URL to psycopg 3;
         # 2.0 mapped it to psycopg2, which is why the lower bound is 2.1 and not 2.

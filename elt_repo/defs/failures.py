@@ -14,6 +14,7 @@ from typing import Any
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue
 
 from elt_repo.defs.assets import run_commit
+from elt_repo.discovery.dlt_inspect import missing_module_hint
 from elt_repo.redact import plain, redact
 from elt_repo.schemas import PipelineSpec
 
@@ -85,9 +86,13 @@ def step_failure(
     tables = sorted({j["table"] for j in getattr(metadata.get("failed_jobs"), "value", None) or []})
     if tables:
         metadata["elt/failed_tables"] = ", ".join(tables)
+    hint = missing_module_hint(exc)
+    if hint:
+        metadata["elt/hint"] = hint
     return Failure(
         description=f"{pipeline.name}{where} failed on attempt {attempt} of {attempts}: "
-        f"{type(exc).__name__}: {_summary(message) or type(exc).__name__}",
+        f"{type(exc).__name__}: {_summary(message) or type(exc).__name__}"
+        + (f"; {hint}" if hint else ""),
         metadata=metadata,
         allow_retries=exc.allow_retries if isinstance(exc, Failure) else True,
     )

@@ -62,6 +62,7 @@ _PACKAGES = {
     "pymssql": "pymssql",
     "snowflake": "snowflake-sqlalchemy",
     "pyarrow": "pyarrow",
+    "pandas": "pandas (dlt's filesystem readers such as read_csv use it)",
 }
 
 

@@ -68,3 +68,36 @@ def test_a_sling_failure_shows_slings_error_not_its_banner(
     texts = [data.description, *(str(v.value) for v in data.metadata.values())]
     assert not [t for t in texts if "\x1b[" in t], "terminal colour codes in the failure"
     assert "Conflicting lock is held" in data.metadata["elt/error"].value
+
+
+# Imports its reader's dependency only when it runs, as dlt's filesystem readers import pandas.
+LAZY_IMPORT = """
+import dlt
+
+
+@dlt.resource
+def rows():
+    import elt_missing_dependency_xyz  # noqa: F401
+
+    yield {"id": 1}
+"""
+
+
+def test_a_module_missing_at_run_time_names_the_package_and_where_it_goes(
+    repo: PipelinesRepo, settings_for, instance
+) -> None:
+    repo.write("pipelines/lazy/pipeline.py", LAZY_IMPORT)
+    repo.write("pipelines/lazy/dagster.yaml", {"dlt": {"source": "pipeline.py:rows"}})
+    repo.commit("lazy import")
+    settings = settings_for(repo.url)
+    manifest = refresh(settings).manifest
+    assert manifest.errors == ()  # discovery never iterates the resource
+    defs = Definitions.merge(
+        build_definitions(manifest, settings), Definitions(resources=build_resources(settings))
+    )
+    assets = [a for a in defs.assets if isinstance(a, AssetsDefinition) and a.is_executable]
+    result = materialize(assets, resources=defs.resources, instance=instance, raise_on_error=False)
+    (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    data = failure.step_failure_data.user_failure_data
+    assert "install the package that provides 'elt_missing_dependency_xyz'" in data.description
+    assert "README: Pipeline dependencies" in data.description
