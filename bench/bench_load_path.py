@@ -237,6 +237,7 @@ def main() -> None:
         elt_env = {
             **os.environ,
             "ELT_REPO_URL": f"file://{origin}",
+            "ELT_LOCAL_ROOTS": str(csv_path.parent),  # the CSV is on the host, not in the repo
             "ELT_STATE_DIR": str(tmp / "state"),
             "ELT_WAREHOUSE": str(warehouse),
             "DAGSTER_HOME": str(home),

@@ -23,13 +23,29 @@ from elt_repo.manifest import Manifest, ManifestStore
 from elt_repo.redact import redact
 from elt_repo.schemas import ConfigError
 from elt_repo.settings import Settings
-from elt_repo.tool_env import configure_process
+from elt_repo.tool_env import configure_process, pipeline_environ
 
 log = logging.getLogger(__name__)
 # With no new commit, a sensor tick resolves at most this many due folders (one wave of
 # discovery's threads); the rest are resolved on the next ticks.
 REDISCOVER_BATCH = 8
 WRITE_MARGIN_SECONDS = 5.0
+
+
+class StateError(Exception):
+    """elt_repo could not write its own state (a full disk, a file size limit): one line that
+    says what ran out and where. The previous manifest is kept, and no temp file is left."""
+
+
+def _write(store: ManifestStore, manifest: Manifest) -> None:
+    try:
+        store.write(manifest)
+    except OSError as exc:
+        what = exc.strerror or type(exc).__name__
+        raise StateError(
+            f"cannot write the manifest in {store.path.parent}: {what}; the previous manifest is "
+            "kept, and the next refresh writes it once there is room"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -158,7 +174,7 @@ def refresh(
                 e.path == display_url(settings) for e in previous.errors
             )
             unchanged = known_commit and previous and not fetch_failed
-            env = dict(os.environ)
+            env = pipeline_environ(os.environ)  # never elt_repo's own credentials
             pool = shared_pool(
                 env, settings.discovery_timeout, INSPECT_WORKERS, settings.inspector_idle
             )
@@ -183,7 +199,7 @@ def refresh(
             log.error("refresh failed: %s", error)
             kept = previous or _new_manifest(settings, None)
             manifest = kept.with_errors((error, *(e for e in kept.errors if e.path != error.path)))
-            store.write(manifest)
+            _write(store, manifest)
             return RefreshResult(manifest, previous, changed=False, error=error)
         discovery = discover(
             checkout.path,
@@ -194,10 +210,11 @@ def refresh(
             prior=previous.prior(again=due) if previous and not force else None,
             pool=pool,
             connections=shared_connections(settings),
+            local_roots=settings.local_roots,
         )
         discovery, pinned = keep_last_good(discovery, previous)
         manifest = _build_manifest(settings, checkout.commit, discovery, pinned)
-        store.write(manifest)
+        _write(store, manifest)
         store.prune({p.name for p in (settings.repo_state_dir / "worktrees").iterdir()})
         changed = previous is None or previous.fingerprint() != manifest.fingerprint()
         log.info(
@@ -272,8 +289,15 @@ def validate_folder(folder: Path, pipelines_dir: str, settings: Settings) -> Dis
     root = folder.resolve()
     if not (root / pipelines_dir).is_dir():
         root, pipelines_dir = root.parent, root.name
-    env, timeout = dict(os.environ), settings.discovery_timeout
-    return discover(root, pipelines_dir, env, timeout, connections=shared_connections(settings))
+    env, timeout = pipeline_environ(os.environ), settings.discovery_timeout
+    return discover(
+        root,
+        pipelines_dir,
+        env,
+        timeout,
+        connections=shared_connections(settings),
+        local_roots=settings.local_roots,
+    )
 
 
 def shared_connections(settings: Settings) -> dict[str, Any]:

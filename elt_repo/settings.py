@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -26,6 +26,33 @@ class SettingsError(ValueError):
     """A settings value that cannot be used; the message names the source and the variable."""
 
 
+# Credentials elt_repo itself uses: the Git token, the Dagster instance's database, Dagster+.
+# Pipeline code never gets them: not at discovery, not while it runs.
+OWN_SECRETS = (
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "DAGSTER_PG_URL",
+    "DAGSTER_PG_PASSWORD",
+    "DAGSTER_CLOUD_API_TOKEN",
+    "DAGSTER_CLOUD_AGENT_TOKEN",
+)
+
+
+def is_own(name: str) -> bool:
+    """Whether pipeline code must not see a variable: OWN_SECRETS, and elt_repo's own settings
+    (ELT_*), whose repo URL may carry credentials."""
+    return name in OWN_SECRETS or name.startswith("ELT_")
+
+
+def own_secret_names(environ: Mapping[str, str]) -> list[str]:
+    """The variables of `environ` that pipeline code must not see."""
+    return [k for k in environ if is_own(k)]
+
+
+class OwnSecretError(SettingsError):
+    """A pipeline's config names one of elt_repo's own variables: its config to fix."""
+
+
 def interpolate(value: str, environ: Mapping[str, str], where: str = "") -> str:
     """Replace `${VAR}` and `${VAR:-default}`; an unset variable without a default is an error."""
 
@@ -35,6 +62,11 @@ def interpolate(value: str, environ: Mapping[str, str], where: str = "") -> str:
             return environ[name]
         if default is not None:
             return default
+        if is_own(name):
+            raise OwnSecretError(
+                f"{where}{name} is elt_repo's own setting or credential, which pipelines never "
+                "get; give the pipeline a variable of its own".strip()
+            )
         raise SettingsError(f"{where}environment variable {name} is not set".strip())
 
     return _VAR.sub(sub, value)
@@ -96,6 +128,7 @@ class _EltYamlSchema(Schema):
     discovery_timeout = fields.Float(validate=validate.Range(min=1))
     rediscover_interval = fields.Float(validate=validate.Range(min=0))
     sling_stall_seconds = fields.Float(validate=validate.Range(min=1))
+    local_roots = fields.String()
     inspector_idle = fields.Float(validate=validate.Range(min=0))
     executor = fields.String(validate=validate.OneOf(EXECUTORS))
     connections = fields.Dict(keys=fields.String(), values=fields.Dict())
@@ -125,6 +158,8 @@ class Settings:
     # A Sling run whose process tree sits idle this long, a child blocked on a pipe, is killed
     # (a known hang of Sling's DuckDB writer) and run once more.
     sling_stall_seconds: float = 300.0
+    # Host folders that Sling file streams may read besides their pipeline's folder.
+    local_roots: tuple[Path, ...] = ()
     # A long-lived process keeps its dlt inspector workers this long after their last use.
     inspector_idle: float = 300.0
     # How a run executes its steps: "multiprocess" (Dagster's default) or "in_process".
@@ -190,6 +225,27 @@ def _number(name: str, raw: str, kind: type, minimum: float) -> Any:
     return number
 
 
+def _local_roots(raw: str) -> tuple[Path, ...]:
+    """ELT_LOCAL_ROOTS: absolute host folders, separated by the path separator (:)."""
+    roots = []
+    for part in filter(None, (p.strip() for p in raw.split(os.pathsep))):
+        if not os.path.isabs(part):
+            raise SettingsError(f"ELT_LOCAL_ROOTS: {part!r} is not an absolute path")
+        roots.append(Path(part))
+    return tuple(roots)
+
+
+def _repo_folder(raw: str) -> str:
+    """ELT_PIPELINES_DIR: a folder inside the repository (a leading / is its root), never one
+    that leaves it."""
+    path = PurePosixPath(raw.strip().strip("/") or ".")
+    if ".." in path.parts or "\\" in raw or "\0" in raw:
+        raise SettingsError(
+            f"ELT_PIPELINES_DIR: must be a folder inside the repository, got {raw!r}"
+        )
+    return "." if str(path) == "." else path.as_posix()
+
+
 def _read_elt_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -239,7 +295,7 @@ def load_settings(
         project_dir=project_dir,
         repo_url=interpolate(str(get("ELT_REPO_URL", "repo_url", EXAMPLE_REPO_URL)), env),
         repo_branch=str(get("ELT_REPO_BRANCH", "repo_branch", "main")),
-        pipelines_dir=str(get("ELT_PIPELINES_DIR", "pipelines_dir", "pipelines")).strip("/"),
+        pipelines_dir=_repo_folder(str(get("ELT_PIPELINES_DIR", "pipelines_dir", "pipelines"))),
         auto_refresh=auto_refresh
         if isinstance(auto_refresh, bool)
         else _bool("ELT_AUTO_REFRESH", str(auto_refresh)),
@@ -253,6 +309,7 @@ def load_settings(
         inspector_idle=_number("ELT_INSPECTOR_IDLE", str(idle), float, 0),
         rediscover_interval=_number("ELT_REDISCOVER_INTERVAL", str(rediscover), float, 0),
         sling_stall_seconds=_number("ELT_SLING_STALL_SECONDS", str(stall), float, 1),
+        local_roots=_local_roots(str(get("ELT_LOCAL_ROOTS", "local_roots", ""))),
         executor=executor,
         connections=conf.get("connections", {}),
         github_token=env.get("GITHUB_TOKEN") or None,

@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
-from elt_repo.settings import Settings
+from elt_repo.settings import Settings, own_secret_names
 
 
 def _package_dir(name: str) -> Path | None:
@@ -76,3 +78,20 @@ def configure_process(settings: Settings) -> None:
         os.environ.setdefault("SLING_BINARY", binary)
     os.environ.setdefault("DLT_DATA_DIR", str(settings.dlt_dir))
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+
+
+def pipeline_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` as pipeline code may see it."""
+    hidden = set(own_secret_names(environ))
+    return {k: v for k, v in environ.items() if k not in hidden}
+
+
+@contextmanager
+def without_own_secrets() -> Iterator[None]:
+    """Run pipeline code (a dlt source, a Sling subprocess) without elt_repo's credentials in
+    os.environ; they are back when it returns."""
+    saved = {k: os.environ.pop(k) for k in own_secret_names(os.environ)}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)

@@ -11,6 +11,8 @@ exit codes:
   2  bad usage or settings
   3  the repository could not be fetched; the previous manifest is kept
   4  refreshed, but the webserver did not reload the code location (--reload)
+  5  elt_repo itself failed (a full disk, an I/O error, a bug): one line on stderr, no
+     traceback; the previous manifest is kept
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from elt_repo.defs.sensors import health_events
 from elt_repo.git.source import fetch_progress
 from elt_repo.git.urls import redact_url
 from elt_repo.manifest import Manifest
-from elt_repo.refresh import refresh, validate_folder
+from elt_repo.redact import redact
+from elt_repo.refresh import StateError, refresh, validate_folder
 from elt_repo.settings import Settings, SettingsError, load_settings, read_dotenv
 
 # "Receiving objects:  45% (450/1000)", "remote: Counting objects: 100% (5/5), done."
@@ -195,6 +198,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 5
+    except Exception as exc:  # no traceback for any input: one redacted line instead
+        detail = redact(str(exc)).strip().splitlines()
+        print(
+            f"error: elt_repo failed: {type(exc).__name__}: {detail[0] if detail else ''} "
+            "(the previous manifest is kept)",
+            file=sys.stderr,
+        )
+        return 5
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.validate is not None and args.force:

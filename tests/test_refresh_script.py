@@ -54,6 +54,7 @@ def test_help_documents_exit_codes(tmp_path: Path) -> None:
         "2  bad usage",
         "3  the repository could not be fetched",
         "4  refreshed, but the webserver did not reload",
+        "5  elt_repo itself failed",
     ):
         assert line in out.stdout
 
@@ -97,6 +98,78 @@ def test_unreachable_repo_exits_3(tmp_path: Path) -> None:
     out = run(tmp_path, ELT_REPO_URL=f"file://{tmp_path}/missing")
     assert out.returncode == 3
     assert "ELT_REPO_URL: local path" in out.stdout and "does not exist" in out.stdout
+
+
+def _small_files() -> None:
+    """`ulimit -f 2`: no file over 2 KiB; the writer gets EFBIG instead of being killed."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+
+def _refresh_with_small_files(tmp_path: Path, url: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("ELT_", "GITHUB_TOKEN"))}
+    env = {**base, "ELT_STATE_DIR": str(tmp_path / "state"), "ELT_PROJECT_DIR": str(tmp_path)}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "-q"],
+        capture_output=True,
+        text=True,
+        env={**env, "ELT_REPO_URL": url},
+        timeout=120,
+        preexec_fn=_small_files,
+    )
+
+
+def test_no_room_for_the_manifest_exits_5_in_one_line_and_keeps_it(
+    tmp_path: Path, repo: PipelinesRepo
+) -> None:
+    """Writing the manifest fails: one line that says what and where, exit 5, the previous
+    manifest intact, no temp file; the next refresh with room succeeds."""
+    for name in ("orders", "customers", "products"):  # every file small, the manifest not
+        repo.write(f"pipelines/{name}/dagster.yaml", "tool: sling\n")
+        repo.write(
+            f"pipelines/{name}/replication.yaml",
+            f"source: LOCAL\ntarget: WAREHOUSE\nstreams:\n  file://./{name}.csv: {{object: s.{name}}}\n",
+        )
+        repo.write(f"pipelines/{name}/{name}.csv", "id\n1\n")
+    first = repo.commit("three small pipelines")
+    assert run(tmp_path, "-q", ELT_REPO_URL=repo.url).returncode == 0
+    # A change of a few bytes: git's new objects fit in 2 KiB, the manifest does not.
+    repo.write("pipelines/orders/orders.csv", "id\n1\n2\n")
+    second = repo.commit("a small change")
+    state = tmp_path / "state"
+    kept = (state / "manifest.json").read_text()
+    assert len(kept) > 2048
+
+    out = _refresh_with_small_files(tmp_path, repo.url)
+    assert out.returncode == 5, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert out.stderr.startswith(f"error: cannot write the manifest in {state}: File too large")
+    assert (state / "manifest.json").read_text() == kept
+    assert json.loads(kept)["commit"] == first
+    assert not list(state.rglob("*.tmp"))
+    again = run(tmp_path, "-q", ELT_REPO_URL=repo.url)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((state / "manifest.json").read_text())["commit"] == second
+
+
+def test_no_room_for_git_blames_the_state_dir_not_the_remote(
+    tmp_path: Path, repo: PipelinesRepo
+) -> None:
+    repo.copy_example("csv_orders")
+    repo.commit("one pipeline")
+    assert run(tmp_path, "-q", ELT_REPO_URL=repo.url).returncode == 0
+    repo.copy_example("shop_sqlite")  # a SQLite file larger than 2 KiB
+    repo.commit("a bigger change")
+    out = _refresh_with_small_files(tmp_path, repo.url)
+    # git cannot store the commit, and then the manifest that says so cannot be written.
+    assert out.returncode == 5, out.stderr
+    logged, last = out.stderr.strip().splitlines()
+    assert "ELT_STATE_DIR: no room to store" in logged and "ulimit -f" in logged
+    assert "ELT_REPO_URL" not in out.stderr and "retrying" not in out.stderr
+    assert last.startswith("error: cannot write the manifest") and "Traceback" not in out.stderr
 
 
 def test_bad_settings_exit_2(tmp_path: Path) -> None:

@@ -89,3 +89,18 @@ def test_bad_dotenv_line_names_line(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("OK=1\nthis is not a setting\n")
     with pytest.raises(SettingsError, match=r"\.env:2: expected KEY=VALUE"):
         load_settings({}, project_dir=tmp_path)
+
+
+@pytest.mark.parametrize("value", ["../..", "pipelines/../../x", "a/../b"])
+def test_a_pipelines_dir_that_leaves_the_repo_is_a_settings_error(value: str) -> None:
+    with pytest.raises(SettingsError, match="ELT_PIPELINES_DIR: must be a folder inside"):
+        load_settings({"ELT_PIPELINES_DIR": value})
+
+
+def test_local_roots_are_absolute_folders() -> None:
+    assert load_settings({"ELT_LOCAL_ROOTS": "/srv/landing:/data/in"}).local_roots == (
+        Path("/srv/landing"),
+        Path("/data/in"),
+    )
+    with pytest.raises(SettingsError, match="ELT_LOCAL_ROOTS: 'landing' is not an absolute"):
+        load_settings({"ELT_LOCAL_ROOTS": "landing"})

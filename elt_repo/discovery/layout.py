@@ -19,13 +19,22 @@ CONFIG_FILE = "dagster.yaml"
 REPLICATION_FILE = "replication.yaml"
 RUN_FILE = "pipeline.py"
 _SKIP = {"__pycache__", "node_modules"}
+MAX_PYTHON_BYTES = 5 * 1024 * 1024
 
 
 def defines_run(path: Path) -> bool:
-    """Whether a Python file binds the name `run` at module level (def, assignment or import)."""
+    """Whether a Python file binds the name `run` at module level (def, assignment or import).
+
+    Only a regular file inside its folder, of at most MAX_PYTHON_BYTES, is read: a symlink to
+    /dev/zero or outside the repo is no pipeline."""
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (SyntaxError, ValueError, OSError):
+        resolved = path.resolve(strict=True)
+        if path.parent.resolve() not in resolved.parents or not resolved.is_file():
+            return False
+        if resolved.stat().st_size > MAX_PYTHON_BYTES:
+            return False
+        tree = ast.parse(resolved.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError, OSError, RuntimeError, RecursionError, MemoryError):
         return False
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "run":
@@ -59,7 +68,8 @@ def find_pipeline_folders(base: Path) -> Iterator[Path]:
 
 def default_name(folder: Path) -> str:
     """The folder name made a valid Dagster name."""
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in folder.name)
+    # ASCII only: Dagster refuses any other letter in a name.
+    name = "".join(c if (c.isascii() and c.isalnum()) or c == "_" else "_" for c in folder.name)
     return name if not name[:1].isdigit() else f"_{name}"
 
 

@@ -20,14 +20,25 @@ _LOCAL_FILE = re.compile(r"^file://(\.{1,2}/)")
 def content_hash(folder: Path) -> str:
     """A stable hash of every file under a pipeline folder (names and bytes)."""
     digest = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in os.walk(folder):  # symlinked folders are not entered
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-        for filename in sorted(filenames):
+        links = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+        for filename in sorted([*filenames, *links]):
             if filename.endswith(".pyc"):
                 continue
             path = Path(dirpath) / filename
             digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
+            # A symlink by its target, never followed (it may be dangling, or /dev/zero); a
+            # special file by its kind; a regular file in chunks (it may be a 100 MB blob).
+            if path.is_symlink():
+                digest.update(b"symlink:" + os.fsencode(os.readlink(path)))
+            elif not path.is_file():
+                digest.update(b"special")
+            else:
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                        digest.update(chunk)
+            digest.update(b"\0")
     return digest.hexdigest()[:16]
 
 

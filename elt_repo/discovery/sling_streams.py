@@ -196,6 +196,15 @@ def _inside(stream: str, folder: Path) -> bool:
     return (folder / fixed).resolve().is_relative_to(folder.resolve())
 
 
+def _under(path: str, roots: tuple[Path, ...]) -> bool:
+    """Whether an absolute local path (its glob's fixed part), links followed, is under a root."""
+    fixed = path.split("*")[0].split("?")[0]
+    if not fixed.startswith("/"):
+        return False  # relative to wherever Sling runs: never allowed
+    resolved = Path(fixed).resolve()
+    return any(resolved.is_relative_to(root.resolve()) for root in roots)
+
+
 def resolve_streams(
     config: Mapping[str, Any],
     folder: Path,
@@ -204,11 +213,13 @@ def resolve_streams(
     environ: Mapping[str, str],
     timeout: float,
     shared: Mapping[str, Mapping[str, Any]] | None = None,
+    local_roots: tuple[Path, ...] = (),
 ) -> tuple[SlingStreamSpec, ...]:
     """Every enabled stream Sling would run for a replication, with the table it lands in.
 
     `connections` are the pipeline's own; `shared` the warehouse and the settings' ones
-    (`connection_configs`), which the pipeline's override.
+    (`connection_configs`), which the pipeline's override. A local file stream reads inside
+    the pipeline's folder, or under one of `local_roots` (ELT_LOCAL_ROOTS), nowhere else.
     """
     configs = {**(shared or {WAREHOUSE: {"type": "duckdb"}}), **connections}
     source, target = str(config["source"]), str(config["target"])
@@ -251,6 +262,14 @@ def resolve_streams(
                 continue  # Sling lets a stream listed by name override its wildcard
             if name.startswith(("file://./", "file://../")) and not _inside(name, folder):
                 raise config_error(rel, f"streams.{pattern}", f"{name} leaves the pipeline folder")
+            elsewhere = not name.startswith(("file://./", "file://../"))
+            if name.startswith("file://") and elsewhere and not _under(name[7:], local_roots):
+                raise config_error(
+                    rel,
+                    f"streams.{pattern}",
+                    f"{name} reads outside the pipeline folder; write it file://./..., "
+                    "or list its host folder in ELT_LOCAL_ROOTS",
+                )
             variables = {
                 **stream_variables(name, folder),
                 "target_schema": default_schema,

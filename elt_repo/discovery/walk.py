@@ -10,8 +10,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from elt_repo.discovery.dlt_inspect import InspectError
 from elt_repo.discovery.inspector_pool import (
     InspectorPool,
@@ -28,7 +26,9 @@ from elt_repo.discovery.layout import (
     infer_tool,
 )
 from elt_repo.discovery.pipeline_files import content_hash, resolve_args
-from elt_repo.discovery.sling_streams import is_wildcard, resolve_streams
+from elt_repo.discovery.safe_files import confined, read_yaml
+from elt_repo.discovery.sling_streams import resolve_streams
+from elt_repo.discovery.traits import case_clash, source_driven
 from elt_repo.redact import redact
 from elt_repo.schemas import (
     ConfigError,
@@ -41,7 +41,7 @@ from elt_repo.schemas import (
     spec_from_config,
 )
 from elt_repo.schemas.fields import NAME
-from elt_repo.settings import SettingsError
+from elt_repo.settings import OwnSecretError, SettingsError
 
 # Worker processes that list dlt sources: each imports dlt once (about a second here).
 INSPECT_WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -85,16 +85,6 @@ class Discovery:
     reused: int = 0  # folders taken from the previous manifest instead of being parsed again
 
 
-def _read_yaml(path: Path, rel: str, field_name: str) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "cannot parse"
-        raise config_error(rel, field_name, f"invalid YAML{where}: {problem}") from None
-
-
 def _sling_streams(
     folder: Path,
     rel_folder: str,
@@ -103,46 +93,28 @@ def _sling_streams(
     shared: Mapping[str, Mapping[str, Any]] | None,
     env: Mapping[str, str],
     timeout: float,
+    local_roots: tuple[Path, ...] = (),
 ) -> tuple[tuple[SlingStreamSpec, ...], tuple[str, str]]:
     rel = f"{rel_folder}/{replication}"
     path = folder / replication
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise config_error(rel, "sling.replication", "replication file not found")
-    config = _read_yaml(path, rel, "sling.replication")
+    config = read_yaml(path, folder, rel, "sling.replication")
     if not isinstance(config, Mapping) or not isinstance(config.get("streams"), Mapping):
         raise config_error(rel, "streams", "a replication needs a 'streams' mapping")
     for key in ("source", "target"):
         if not config.get(key):
             raise config_error(rel, key, "required")
-    streams = resolve_streams(config, folder, rel, connections, env, timeout, shared)
+    streams = resolve_streams(config, folder, rel, connections, env, timeout, shared, local_roots)
     return streams, (str(config["source"]), str(config["target"]))
-
-
-def source_driven(folder: Path, spec: PipelineSpec) -> bool:
-    """Whether a pipeline's tables can change with its source, not only with its files."""
-    if not spec.enabled:
-        return False
-    if spec.dlt is not None:
-        return spec.dlt.style != "run"  # its resources come from calling the source
-    if spec.sling is None:
-        return False
-    try:
-        config = yaml.safe_load((folder / spec.sling.replication).read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    streams = config.get("streams") if isinstance(config, Mapping) else None
-    return isinstance(streams, Mapping) and any(
-        is_wildcard(str(name), own if isinstance(own, Mapping) else {})
-        for name, own in streams.items()
-    )
 
 
 def _hints(folder: Path) -> tuple[str, str | None]:
     """A broken folder's pipeline name and group, as far as its dagster.yaml still says."""
     name, group = default_name(folder), None
     try:
-        raw = yaml.safe_load((folder / CONFIG_FILE).read_text())
-    except (OSError, yaml.YAMLError):
+        raw = read_yaml(folder / CONFIG_FILE, folder, "", "")
+    except ConfigException:
         return name, group
     if isinstance(raw, Mapping):
         if isinstance(raw.get("name"), str) and NAME.match(raw["name"]):
@@ -171,6 +143,7 @@ class Discoverer:
         prior: Prior | None = None,
         pool: InspectorPool | None = None,
         connections: Mapping[str, Mapping[str, Any]] | None = None,
+        local_roots: tuple[Path, ...] = (),
     ):
         self.root = root
         self.pipelines_dir = pipelines_dir
@@ -182,13 +155,14 @@ class Discoverer:
         self.pool = pool or shared_pool(env, timeout, INSPECT_WORKERS)
         # Sling connections every pipeline may name: the warehouse and the settings' ones.
         self.connections = connections
+        self.local_roots = local_roots  # host folders file streams may read (ELT_LOCAL_ROOTS)
 
     def _load(self, folder: Path) -> PipelineSpec:
         rel_folder = folder.relative_to(self.root).as_posix()
         rel = f"{rel_folder}/{CONFIG_FILE}"
         # No dagster.yaml means the defaults; one that does not parse is an error, never defaults.
-        has_config = (folder / CONFIG_FILE).is_file()
-        raw = _read_yaml(folder / CONFIG_FILE, rel, "<root>") if has_config else {}
+        has_config = os.path.lexists(folder / CONFIG_FILE)  # a dangling symlink is an error
+        raw = read_yaml(folder / CONFIG_FILE, folder, rel, "<root>") if has_config else {}
         config = load_pipeline_config(raw, rel)
         tool = infer_tool(config, folder, rel)
         common = {
@@ -209,6 +183,7 @@ class Discoverer:
                 self.connections,
                 self.env,
                 self.timeout,
+                self.local_roots,
             )
             return spec_from_config(
                 config, **common, sling_streams=streams, sling_endpoints=endpoints
@@ -223,8 +198,12 @@ class Discoverer:
                     "with a run() function",
                 )
             return self._load_run_style(folder, rel_folder, config, common)
-        if not (folder / dlt["source"].partition(":")[0]).is_file():
+        source_file = dlt["source"].partition(":")[0]
+        if not os.path.lexists(folder / source_file):
             raise config_error(rel, "dlt.source", f"file not found: {dlt['source']}")
+        confined(folder / source_file, folder, rel, "dlt.source")  # never code from elsewhere
+        if not (folder / source_file).is_file():
+            raise config_error(rel, "dlt.source", f"not a file: {dlt['source']}")
         try:
             args = resolve_args(dlt["args"], folder, self.env)
             resources = list_resources(
@@ -239,7 +218,8 @@ class Discoverer:
         except InspectError as exc:
             raise config_error(rel, exc.field or "dlt.source", str(exc), exc.retry) from None
         except SettingsError as exc:  # a ${VAR} that is not set: the environment's to fix
-            raise config_error(rel, "dlt.source", str(exc), retry=True) from None
+            own = isinstance(exc, OwnSecretError)  # unless it is ours: then the config's
+            raise config_error(rel, "dlt.source", str(exc), retry=not own) from None
         return spec_from_config(config, **common, dlt_resources=resources)
 
     def _load_run_style(
@@ -270,7 +250,7 @@ class Discoverer:
             return [
                 replace(
                     e,
-                    message=redact(e.message, self.env),
+                    message=redact(redact(e.message, self.env)),  # and our own secrets
                     pipeline=e.pipeline or name,
                     group=e.group or group,
                 )
@@ -305,7 +285,11 @@ class Discoverer:
         pipelines: dict[str, PipelineSpec] = {}
         disabled: list[DisabledPipeline] = []
         errors: list[ConfigError] = []
-        for result in loaded:
+        # Folders unchanged since the last manifest claim their names first: a new folder that
+        # takes an existing pipeline's name is the one in error, never the pipeline in use.
+        order = {f: i for i, f in enumerate(folders)}
+        claims = sorted(zip(folders, loaded, reused, strict=True), key=lambda t: t[2] is None)
+        for _, result, _ in claims:
             if isinstance(result, list):
                 errors.extend(result)
             elif result.name in pipelines:
@@ -317,15 +301,22 @@ class Discoverer:
                         f"duplicate pipeline name {result.name!r}, already used by {first}",
                     )
                 )
+            elif clash := case_clash(result, pipelines.values()):
+                errors.append(clash)
             elif not result.enabled:
                 disabled.append(DisabledPipeline(result.name, result.folder))
                 pipelines[result.name] = result
             else:
                 pipelines[result.name] = result
-        enabled = tuple(p for p in pipelines.values() if p.enabled)
+        enabled = tuple(
+            sorted(
+                (p for p in pipelines.values() if p.enabled),
+                key=lambda p: order[self.root / p.folder],
+            )
+        )
         return Discovery(
             pipelines=enabled,
-            disabled=tuple(disabled),
+            disabled=tuple(sorted(disabled, key=lambda d: order[self.root / d.path])),
             errors=tuple(errors),
             folders=records,
             reused=sum(r is not None for r in reused),
@@ -341,11 +332,15 @@ def discover(
     prior: Prior | None = None,
     pool: InspectorPool | None = None,
     connections: Mapping[str, Mapping[str, Any]] | None = None,
+    local_roots: tuple[Path, ...] = (),
 ) -> Discovery:
     """Discover the pipelines under `root/pipelines_dir`, reusing unchanged folders of `prior`.
 
     dlt sources are listed by `pool`'s workers; by default this process's shared pool for `env`.
     `connections`: the Sling connections of the settings (`connection_configs`), the warehouse
-    included, for resolving wildcard streams.
+    included, for resolving wildcard streams. `local_roots`: host folders that local file
+    streams may read besides their own folder.
     """
-    return Discoverer(root, pipelines_dir, env, timeout, trees, prior, pool, connections).run()
+    return Discoverer(
+        root, pipelines_dir, env, timeout, trees, prior, pool, connections, local_roots
+    ).run()

@@ -98,6 +98,11 @@ class _GitFailure(Exception):
             "transient",
         )
         self.detail = _detail(stderr)
+        if _out_of_space(stderr):  # the local disk, not the remote: no retry helps
+            self.kind = "no_room"
+            line = next(x for x in stderr.splitlines() if _out_of_space(x))
+            size = " (the file size limit, ulimit -f)" if "of signal 25" in line else ""
+            self.detail = _detail(line) + size
 
 
 class GitRunner:
@@ -218,7 +223,8 @@ class GitRunner:
         status, out, err = self.run(*args, cwd=cwd)
         if status != 0:
             where = f" in {cwd}" if cwd else ""
-            raise GitSourceError("ELT_REPO_URL", f"git {args[0]} failed{where}: {_detail(err)}")
+            field = "ELT_STATE_DIR" if _out_of_space(err) else "ELT_REPO_URL"
+            raise GitSourceError(field, f"git {args[0]} failed{where}: {_detail(err)}")
         return out
 
     def check_local(self) -> None:
@@ -277,6 +283,10 @@ class GitRunner:
 
     def _error(self, failure: _GitFailure) -> GitSourceError:
         remote, url = self.remote, self.remote.display
+        if failure.kind == "no_room":  # the local disk, not the remote
+            return GitSourceError(
+                "ELT_STATE_DIR", f"no room to store {url} locally: {failure.detail}"
+            )
         if failure.kind == "auth":
             if remote.has_credentials:
                 return GitSourceError(remote.auth_field, f"authentication failed for {url}")
@@ -290,3 +300,12 @@ class GitRunner:
         if failure.kind == "fatal":
             return GitSourceError("ELT_REPO_URL", f"git cannot use {url}: {failure.detail}")
         return GitSourceError("ELT_REPO_URL", f"cannot reach {url}: {failure.detail}")
+
+
+# What git says when the local disk, not the remote, is the problem. Signal 25 is SIGXFSZ: a
+# file grew past `ulimit -f` (Python's subprocess gives git's children its default action).
+_NO_ROOM = ("No space left on device", "File too large", "Disk quota exceeded", "of signal 25")
+
+
+def _out_of_space(detail: str) -> bool:
+    return any(text in detail for text in _NO_ROOM)

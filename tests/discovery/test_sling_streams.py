@@ -355,3 +355,21 @@ def test_a_wildcard_pipeline_materializes_the_tables_its_assets_name(
     metadata = event.asset_materialization.metadata
     assert metadata["dagster/table_name"].value.endswith(".new_schema.main_My_Orders")
     assert metadata["dagster/row_count"].value == 2
+
+
+def test_absolute_file_streams_only_under_elt_local_roots(folder: Path, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "drop.csv").write_text("id\n1\n")
+    config = replication({f"file://{landing}/drop.csv": {"object": "raw.drop"}}, source="LOCAL")
+    with pytest.raises(ConfigException) as info:
+        resolve_streams(config, folder, "pipe/replication.yaml", {}, {}, 30)
+    assert "reads outside the pipeline folder" in str(info.value.errors[0])
+    assert "ELT_LOCAL_ROOTS" in str(info.value.errors[0])
+    specs = resolve_streams(config, folder, "pipe/replication.yaml", {}, {}, 30, None, (landing,))
+    assert [(s.schema, s.table) for s in specs] == [("raw", "drop")]
+    # A symlink under the root that points elsewhere does not count as under it.
+    (landing / "passwd.csv").symlink_to("/etc/passwd")
+    escape = replication({f"file://{landing}/passwd.csv": {"object": "raw.p"}}, source="LOCAL")
+    with pytest.raises(ConfigException):
+        resolve_streams(escape, folder, "pipe/replication.yaml", {}, {}, 30, None, (landing,))

@@ -25,6 +25,7 @@ from elt_repo.defs.pools import pipeline_pool
 from elt_repo.defs.run_metadata import TableFigures, with_metadata
 from elt_repo.discovery.dlt_inspect import import_pipeline_module, pipeline_settings
 from elt_repo.schemas import PipelineSpec
+from elt_repo.tool_env import without_own_secrets
 
 
 def run_asset_key(pipeline: PipelineSpec) -> AssetKey:
@@ -66,7 +67,11 @@ def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefi
         module = import_pipeline_module(pinned.folder, pipeline.dlt.source_file)
         kwargs = {"partition_key": partition_key} if accepts_key else {}
         started = datetime.now(UTC)
-        with run_environment(ctx.settings.warehouse), pipeline_settings(pinned.folder):
+        with (
+            run_environment(ctx.settings.warehouse),
+            pipeline_settings(pinned.folder),
+            without_own_secrets(),
+        ):
             result = module.run(**kwargs)
         figures = {}
         if hasattr(result, "load_packages") and hasattr(result, "loads_ids"):

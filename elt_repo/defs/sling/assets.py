@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -33,6 +32,7 @@ from elt_repo.defs.run_metadata import TableFigures, with_metadata
 from elt_repo.defs.sling.resource import EltSlingResource
 from elt_repo.defs.table_counts import PartitionSlice, partition_slices, table_counts
 from elt_repo.discovery.pipeline_files import fill_partition_vars, resolve_stream_name
+from elt_repo.discovery.safe_files import read_yaml
 from elt_repo.discovery.sling_streams import WAREHOUSE
 from elt_repo.redact import plain
 from elt_repo.schemas import PipelineSpec, SlingStreamSpec
@@ -60,7 +60,10 @@ def runtime_replication(
 ) -> tuple[dict[str, Any], dict[str, SlingStreamSpec]]:
     """The replication as Sling should run it: exactly the resolved streams, each with its
     pattern's config, local paths absolute and partition vars filled; defaults stay defaults."""
-    config = fill_partition_vars(yaml.safe_load((folder / replication_file).read_text()), variables)
+    # The limits discovery applied: a run never meets a replication refresh would refuse.
+    rel = f"{folder.name}/{replication_file}"
+    raw = read_yaml(folder / replication_file, folder, rel, "sling.replication")
+    config = fill_partition_vars(raw, variables)
     written = config.get("streams") or {}
     specs: dict[str, SlingStreamSpec] = {}
     streams: dict[str, Any] = {}

@@ -13,7 +13,7 @@ from dagster_sling import DagsterSlingTranslator, SlingConnectionResource, Sling
 
 from elt_repo.defs.sling.stall import StallWatch
 from elt_repo.discovery.sling_streams import connection_configs, filled_connection
-from elt_repo.tool_env import sling_environment
+from elt_repo.tool_env import sling_environment, without_own_secrets
 
 
 def connection_resource(
@@ -57,7 +57,8 @@ class EltSlingResource(SlingResource):
         """dagster-sling's materializations of one `sling run`, watched for the DuckDB writer's
         hang: a stalled run is killed and run once more; a second stall fails the step."""
         for attempt in (1, 2):
-            with StallWatch(os.environ.get("SLING_BINARY", "sling"), self.stall_seconds) as watch:
+            binary = os.environ.get("SLING_BINARY", "sling")
+            with StallWatch(binary, self.stall_seconds) as watch, without_own_secrets():
                 try:
                     replicated = self.replicate(
                         context=context,
