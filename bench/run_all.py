@@ -43,6 +43,11 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         ["--tables", "50", "--repeats", "5"],
         ["--tables", "3", "--repeats", "1"],
     ),
+    # 66d1315: the last commit before pipelines repos were read as untrusted input (issue 14).
+    "bench_hardening.py": (
+        ["--before", "66d1315", "--size", "1000", "--repeats", "5"],
+        ["--before", "HEAD", "--size", "4", "--repeats", "1"],
+    ),
 }
 
 
