@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import Result, report  # noqa: E402
+from _timing import Result, RssSampler, report  # noqa: E402
 from bench_discovery import make_repo  # noqa: E402
 
 # Runs in the interpreter under test: the elt_repo on PYTHONPATH is the version measured.
@@ -85,8 +85,10 @@ def main() -> None:
             found = set()
             for _ in range(args.repeats):
                 for name, tree in trees.items():
-                    seconds, pipelines = timed(tree, repo, base / "state")
+                    with RssSampler("children") as sampler:
+                        seconds, pipelines = timed(tree, repo, base / "state")
                     results[name].samples.append(seconds)
+                    results[name].peak_rss = max(results[name].peak_rss, sampler.peak)
                     found.add(pipelines)
             assert found == {args.size}, found  # both found every pipeline, every time
             report(f"full refresh of N={args.size}, in process", results, next(iter(trees)))

@@ -3,59 +3,68 @@ its source, and whether its names clash with another pipeline's in the warehouse
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 from elt_repo.discovery.layout import CONFIG_FILE
-from elt_repo.discovery.safe_files import read_yaml
 from elt_repo.discovery.sling_streams import is_wildcard
-from elt_repo.schemas import ConfigError, ConfigException, PipelineSpec
+from elt_repo.schemas import ConfigError, PipelineSpec
 
 
-def source_driven(folder: Path, spec: PipelineSpec) -> bool:
-    """Whether a pipeline's tables can change with its source, not only with its files."""
-    if not spec.enabled:
-        return False
-    if spec.dlt is not None:
-        return spec.dlt.style != "run"  # its resources come from calling the source
-    if spec.sling is None:
-        return False
-    try:
-        config = read_yaml(folder / spec.sling.replication, folder, "", "")
-    except ConfigException:
-        return False
-    streams = config.get("streams") if isinstance(config, Mapping) else None
+def has_wildcards(replication: Mapping[str, Any]) -> bool:
+    """Whether a replication has a stream Sling expands by asking the source."""
+    streams = replication.get("streams")
     return isinstance(streams, Mapping) and any(
         is_wildcard(str(name), own if isinstance(own, Mapping) else {})
         for name, own in streams.items()
     )
 
 
-def _warehouse_names(spec: PipelineSpec) -> dict[str, str]:
-    """What a pipeline names in the warehouse, by field: its name, its dataset or schemas."""
-    names = {"name": spec.name}
+def source_driven(spec: PipelineSpec, wildcards: bool) -> bool:
+    """Whether a pipeline's tables can change with its source, not only with its files:
+    a dlt source (its resources come from calling it), or a replication with `wildcards`."""
+    if not spec.enabled:
+        return False
+    if spec.dlt is not None:
+        return spec.dlt.style != "run"
+    return spec.sling is not None and wildcards
+
+
+def _warehouse_names(spec: PipelineSpec) -> list[tuple[str, str]]:
+    """What a pipeline names in the warehouse, as (field, name): its name, its dlt dataset,
+    the schemas of its Sling streams."""
+    names = [("name", spec.name)]
     if spec.dlt is not None and spec.dlt.style != "run":
-        names["dlt.dataset_name"] = spec.dlt.dataset_name or spec.name
+        names.append(("dlt.dataset_name", spec.dlt.dataset_name or spec.name))
     if spec.sling is not None:
-        for stream in spec.sling.streams:
-            if stream.schema:
-                names.setdefault("streams.object", stream.schema)
+        schemas = {stream.schema for stream in spec.sling.streams if stream.schema}
+        names.extend(("streams.object", schema) for schema in sorted(schemas))
     return names
 
 
-def case_clash(spec: PipelineSpec, others: Iterable[PipelineSpec]) -> ConfigError | None:
-    """Two pipelines whose names, datasets or schemas differ only by case: DuckDB folds them
-    into one schema, and the two would write each other's tables."""
-    mine = _warehouse_names(spec)
-    for other in others:
-        for field_name, theirs in _warehouse_names(other).items():
-            for own_field, value in mine.items():
-                if value != theirs and value.lower() == theirs.lower():
-                    return ConfigError(
-                        f"{spec.folder}/{CONFIG_FILE}",
-                        own_field,
-                        f"{value!r} differs only by case from {theirs!r} ({field_name} of "
-                        f"{other.name} in {other.folder}); the warehouse would take them for one",
-                        pipeline=spec.name,
-                    )
-    return None
+class CaseIndex:
+    """The names pipelines use in the warehouse, by their lower case (one lookup a name).
+
+    Two pipelines whose names, datasets or schemas differ only by case are an error: DuckDB
+    folds them into one schema, and the two would write each other's tables.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[str, str, PipelineSpec]] = {}
+
+    def clash(self, spec: PipelineSpec) -> ConfigError | None:
+        """The error for `spec` if it clashes with a pipeline added before; else add it."""
+        names = _warehouse_names(spec)
+        for own_field, value in names:
+            theirs, field_name, other = self.seen.get(value.lower(), (value, "", spec))
+            if theirs != value:
+                return ConfigError(
+                    f"{spec.folder}/{CONFIG_FILE}",
+                    own_field,
+                    f"{value!r} differs only by case from {theirs!r} ({field_name} of "
+                    f"{other.name} in {other.folder}); the warehouse would take them for one",
+                    pipeline=spec.name,
+                )
+        for own_field, value in names:
+            self.seen.setdefault(value.lower(), (value, own_field, spec))
+        return None

@@ -28,7 +28,7 @@ from elt_repo.discovery.layout import (
 from elt_repo.discovery.pipeline_files import content_hash, resolve_args
 from elt_repo.discovery.safe_files import confined, read_yaml
 from elt_repo.discovery.sling_streams import resolve_streams
-from elt_repo.discovery.traits import case_clash, source_driven
+from elt_repo.discovery.traits import CaseIndex, has_wildcards, source_driven
 from elt_repo.redact import redact
 from elt_repo.schemas import (
     ConfigError,
@@ -94,7 +94,7 @@ def _sling_streams(
     env: Mapping[str, str],
     timeout: float,
     local_roots: tuple[Path, ...] = (),
-) -> tuple[tuple[SlingStreamSpec, ...], tuple[str, str]]:
+) -> tuple[tuple[SlingStreamSpec, ...], tuple[str, str], bool]:
     rel = f"{rel_folder}/{replication}"
     path = folder / replication
     if not os.path.lexists(path):
@@ -106,7 +106,7 @@ def _sling_streams(
         if not config.get(key):
             raise config_error(rel, key, "required")
     streams = resolve_streams(config, folder, rel, connections, env, timeout, shared, local_roots)
-    return streams, (str(config["source"]), str(config["target"]))
+    return streams, (str(config["source"]), str(config["target"])), has_wildcards(config)
 
 
 def _hints(folder: Path) -> tuple[str, str | None]:
@@ -156,6 +156,7 @@ class Discoverer:
         # Sling connections every pipeline may name: the warehouse and the settings' ones.
         self.connections = connections
         self.local_roots = local_roots  # host folders file streams may read (ELT_LOCAL_ROOTS)
+        self.wildcards: dict[str, bool] = {}  # folder -> its replication has wildcard streams
 
     def _load(self, folder: Path) -> PipelineSpec:
         rel_folder = folder.relative_to(self.root).as_posix()
@@ -175,7 +176,7 @@ class Discoverer:
             return spec_from_config(config, **common)
         if tool == "sling":
             sling = config.get("sling") or {}
-            streams, endpoints = _sling_streams(
+            streams, endpoints, wildcards = _sling_streams(
                 folder,
                 rel_folder,
                 sling.get("replication", "replication.yaml"),
@@ -185,6 +186,7 @@ class Discoverer:
                 self.timeout,
                 self.local_roots,
             )
+            self.wildcards[rel_folder] = wildcards  # one thread per folder: no lock needed
             return spec_from_config(
                 config, **common, sling_streams=streams, sling_endpoints=endpoints
             )
@@ -280,7 +282,8 @@ class Discoverer:
                 records[rel] = self.prior[rel][0]
                 continue
             errors = tuple(result) if isinstance(result, list) else ()
-            driven = isinstance(result, PipelineSpec) and source_driven(folder, result)
+            wildcards = self.wildcards.get(rel, False)
+            driven = isinstance(result, PipelineSpec) and source_driven(result, wildcards)
             records[rel] = FolderRecord(self.trees[rel], errors, driven, now)
         pipelines: dict[str, PipelineSpec] = {}
         disabled: list[DisabledPipeline] = []
@@ -289,6 +292,7 @@ class Discoverer:
         # takes an existing pipeline's name is the one in error, never the pipeline in use.
         order = {f: i for i, f in enumerate(folders)}
         claims = sorted(zip(folders, loaded, reused, strict=True), key=lambda t: t[2] is None)
+        cases = CaseIndex()
         for _, result, _ in claims:
             if isinstance(result, list):
                 errors.extend(result)
@@ -301,7 +305,7 @@ class Discoverer:
                         f"duplicate pipeline name {result.name!r}, already used by {first}",
                     )
                 )
-            elif clash := case_clash(result, pipelines.values()):
+            elif clash := cases.clash(result):
                 errors.append(clash)
             elif not result.enabled:
                 disabled.append(DisabledPipeline(result.name, result.folder))
