@@ -208,6 +208,11 @@ def run_once(case: Case, label: str, run_dir: Path) -> tuple[float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="skip the untimed first round (for a smoke run; the numbers then pay a cold cache)",
+    )
     args = parser.parse_args()
     # A SIGTERM (a CI timeout) unwinds through the finally blocks that stop the processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -289,7 +294,7 @@ def main() -> int:
         results = {case.name: Result() for case in cases}
         try:
             # One untimed round first, so the first timed start pays no cold page cache.
-            for number, case in enumerate(cases):
+            for number, case in enumerate([] if args.no_warmup else cases):
                 run_once(case, "warmup", tmp / "runs" / f"warmup_case{number}")
             for repeat in range(args.repeats):
                 for number, case in enumerate(cases):

@@ -33,7 +33,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         ["--rows", "1000000", "--repeats", "3"],
         ["--rows", "1000", "--repeats", "1"],
     ),
-    "bench_startup.py": (["--repeats", "5"], ["--repeats", "1"]),
+    "bench_startup.py": (["--repeats", "5"], ["--repeats", "1", "--no-warmup"]),
     "bench_definitions.py": (
         ["--sizes", "10", "100", "1000", "--repeats", "5"],
         ["--sizes", "4", "--repeats", "1"],
