@@ -174,10 +174,6 @@ def refresh(
                 e.path == display_url(settings) for e in previous.errors
             )
             unchanged = known_commit and previous and not fetch_failed
-            env = pipeline_environ(os.environ)  # never elt_repo's own credentials
-            pool = shared_pool(
-                env, settings.discovery_timeout, INSPECT_WORKERS, settings.inspector_idle
-            )
             if unchanged and source.remote_commit() == known_commit:
                 assert previous is not None
                 checkout = source.current()
@@ -187,7 +183,9 @@ def refresh(
                 # No new commit, but pipelines whose tables come from their source are due: a
                 # batch of them, the longest-unresolved first, in what is left of the tick.
                 due, timeout = due[:REDISCOVER_BATCH], left
+                env, pool = _discovery_pool(settings)
             else:
+                env, pool = _discovery_pool(settings)
                 if previous is None or any(p.tool == "dlt" for p in previous.pipelines):
                     # A new commit: its changed dlt pipelines will need a worker with dlt.
                     pool.warm()
@@ -236,6 +234,14 @@ def refresh(
             reused=discovery.reused,
             resolved_again=tuple(f for f in due if f in manifest.folders),
         )
+
+
+def _discovery_pool(settings: Settings) -> tuple[dict[str, str], Any]:
+    """The environment pipeline code is listed in (never elt_repo's own credentials), and the
+    shared inspector pool for it; only for a refresh that discovers, not a skipped tick."""
+    env = pipeline_environ(os.environ)
+    pool = shared_pool(env, settings.discovery_timeout, INSPECT_WORKERS, settings.inspector_idle)
+    return env, pool
 
 
 def _seconds_left(deadline: float | None, timeout: float) -> float:
