@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,14 @@ time.sleep(120)
 """
 
 
+def _kill_sling_children(fired: threading.Event) -> None:
+    fired.set()
+    found = subprocess.run(["pgrep", "-P", str(os.getpid()), "sling"], capture_output=True)
+    for pid in found.stdout.split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
 def test_a_sling_failure_shows_slings_error_not_its_banner(
     repo: PipelinesRepo, settings_for, instance, tmp_path: Path
 ) -> None:
@@ -41,22 +53,31 @@ def test_a_sling_failure_shows_slings_error_not_its_banner(
     defs = Definitions.merge(
         build_definitions(manifest, settings), Definitions(resources=build_resources(settings))
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(settings.warehouse)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        result = materialize(
-            [a for a in defs.assets if isinstance(a, AssetsDefinition) and a.node_def.name == OP],
-            resources=defs.resources,
-            instance=instance,
-            raise_on_error=False,
+    assets = [a for a in defs.assets if isinstance(a, AssetsDefinition) and a.node_def.name == OP]
+    # Sling usually reports the lock at once; now and then it spins on the locked file for
+    # good instead (seen twice in CI, no DuckDB child, a little CPU). Such an attempt is
+    # killed after a minute and the scenario tried again: what this test checks is the
+    # headline of a failure Sling did report.
+    for _ in range(3):
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(settings.warehouse)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
-    finally:
-        holder.kill()
-        holder.wait()
+        fired = threading.Event()
+        stuck = threading.Timer(60, _kill_sling_children, args=(fired,))
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            stuck.start()
+            result = materialize(
+                assets, resources=defs.resources, instance=instance, raise_on_error=False
+            )
+        finally:
+            stuck.cancel()
+            holder.kill()
+            holder.wait()
+        if not fired.is_set():
+            break
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
     data = failure.step_failure_data.user_failure_data
