@@ -15,6 +15,7 @@ from typing import Any
 import git
 
 from elt_repo.discovery.inspector_pool import shared_pool
+from elt_repo.discovery.sandbox import Limits
 from elt_repo.discovery.sling_streams import connection_configs
 from elt_repo.discovery.walk import INSPECT_WORKERS, Discovery, discover
 from elt_repo.git.example_repo import ensure_example_repo
@@ -240,8 +241,18 @@ def _discovery_pool(settings: Settings) -> tuple[dict[str, str], Any]:
     """The environment pipeline code is listed in (never elt_repo's own credentials), and the
     shared inspector pool for it; only for a refresh that discovers, not a skipped tick."""
     env = pipeline_environ(os.environ)
-    pool = shared_pool(env, settings.discovery_timeout, INSPECT_WORKERS, settings.inspector_idle)
+    limits = worker_limits(settings)
+    pool = shared_pool(
+        env, settings.discovery_timeout, INSPECT_WORKERS, settings.inspector_idle, limits
+    )
     return env, pool
+
+
+def worker_limits(settings: Settings) -> Limits:
+    """What a discovery worker may use, and how it is sandboxed (ELT_DISCOVERY_*)."""
+    return Limits(
+        settings.discovery_memory_mb, settings.discovery_cpu_seconds, settings.discovery_sandbox
+    )
 
 
 def _seconds_left(deadline: float | None, timeout: float) -> float:
@@ -301,6 +312,7 @@ def validate_folder(folder: Path, pipelines_dir: str, settings: Settings) -> Dis
         pipelines_dir,
         env,
         timeout,
+        pool=shared_pool(env, timeout, INSPECT_WORKERS, limits=worker_limits(settings)),
         connections=shared_connections(settings),
         local_roots=settings.local_roots,
     )

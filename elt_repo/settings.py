@@ -107,6 +107,8 @@ def read_dotenv(path: Path) -> dict[str, str]:
 # per step: a crash or OOM kill fails only that step, and a run's steps can run in parallel.
 # in_process runs them in the run's process: about 1.5 s less per run (bench_load_path.py).
 EXECUTORS = ("multiprocess", "in_process")
+# How discovery workers are sandboxed (elt_repo.discovery.sandbox).
+SANDBOX_MODES = ("auto", "required", "off")
 
 
 class _EltYamlSchema(Schema):
@@ -130,6 +132,9 @@ class _EltYamlSchema(Schema):
     sling_stall_seconds = fields.Float(validate=validate.Range(min=1))
     local_roots = fields.String()
     inspector_idle = fields.Float(validate=validate.Range(min=0))
+    discovery_memory_mb = fields.Integer(validate=validate.Range(min=0))
+    discovery_cpu_seconds = fields.Integer(validate=validate.Range(min=0))
+    discovery_sandbox = fields.String(validate=validate.OneOf(SANDBOX_MODES))
     executor = fields.String(validate=validate.OneOf(EXECUTORS))
     connections = fields.Dict(keys=fields.String(), values=fields.Dict())
 
@@ -162,6 +167,11 @@ class Settings:
     local_roots: tuple[Path, ...] = ()
     # A long-lived process keeps its dlt inspector workers this long after their last use.
     inspector_idle: float = 300.0
+    # What pipeline code listed at discovery may use: memory per process (MiB) and CPU time
+    # per listing (s), 0 for no limit; and how its workers are sandboxed (README).
+    discovery_memory_mb: int = 2048
+    discovery_cpu_seconds: int = 60
+    discovery_sandbox: str = "auto"
     # How a run executes its steps: "multiprocess" (Dagster's default) or "in_process".
     executor: str = "multiprocess"
     # Raw connection configs; `${VAR}` stays unresolved until a run needs it.
@@ -286,6 +296,13 @@ def load_settings(
     idle = get("ELT_INSPECTOR_IDLE", "inspector_idle", 300.0)
     rediscover = get("ELT_REDISCOVER_INTERVAL", "rediscover_interval", 3600.0)
     stall = get("ELT_SLING_STALL_SECONDS", "sling_stall_seconds", 300.0)
+    memory = get("ELT_DISCOVERY_MEMORY_MB", "discovery_memory_mb", 2048)
+    cpu = get("ELT_DISCOVERY_CPU_SECONDS", "discovery_cpu_seconds", 60)
+    sandbox = str(get("ELT_DISCOVERY_SANDBOX", "discovery_sandbox", "auto")).strip().lower()
+    if sandbox not in SANDBOX_MODES:
+        raise SettingsError(
+            f"ELT_DISCOVERY_SANDBOX: expected one of {', '.join(SANDBOX_MODES)}, got {sandbox!r}"
+        )
     executor = str(get("ELT_EXECUTOR", "executor", "multiprocess")).strip().lower()
     if executor not in EXECUTORS:
         raise SettingsError(
@@ -310,6 +327,9 @@ def load_settings(
         rediscover_interval=_number("ELT_REDISCOVER_INTERVAL", str(rediscover), float, 0),
         sling_stall_seconds=_number("ELT_SLING_STALL_SECONDS", str(stall), float, 1),
         local_roots=_local_roots(str(get("ELT_LOCAL_ROOTS", "local_roots", ""))),
+        discovery_memory_mb=_number("ELT_DISCOVERY_MEMORY_MB", str(memory), int, 0),
+        discovery_cpu_seconds=_number("ELT_DISCOVERY_CPU_SECONDS", str(cpu), int, 0),
+        discovery_sandbox=sandbox,
         executor=executor,
         connections=conf.get("connections", {}),
         github_token=env.get("GITHUB_TOKEN") or None,

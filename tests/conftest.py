@@ -35,6 +35,20 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+def running(marker: str) -> list[int]:
+    """The pids whose command line holds `marker`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                    if marker.encode() in handle.read():
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 class PipelinesRepo:
     """A real Git repo of pipeline folders under `pipelines/`, edited and committed by tests."""
 

@@ -72,11 +72,28 @@ def test_token_is_not_in_repr(tmp_path: Path) -> None:
         ({"ELT_DISCOVERY_TIMEOUT": "0"}, "ELT_DISCOVERY_TIMEOUT: must be at least 1"),
         ({"ELT_INSPECTOR_IDLE": "-1"}, "ELT_INSPECTOR_IDLE: must be at least 0"),
         ({"ELT_EXECUTOR": "threads"}, "ELT_EXECUTOR: expected one of multiprocess, in_process"),
+        ({"ELT_DISCOVERY_MEMORY_MB": "-1"}, "ELT_DISCOVERY_MEMORY_MB: must be at least 0"),
+        ({"ELT_DISCOVERY_CPU_SECONDS": "lots"}, "ELT_DISCOVERY_CPU_SECONDS: expected a number"),
+        ({"ELT_DISCOVERY_SANDBOX": "on"}, "ELT_DISCOVERY_SANDBOX: expected one of auto, required"),
     ],
 )
 def test_bad_environment_values(tmp_path: Path, env: dict, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(env, project_dir=tmp_path)
+
+
+def test_discovery_limits_come_from_the_environment_and_reach_the_workers(tmp_path: Path) -> None:
+    from elt_repo.refresh import worker_limits
+
+    env = {
+        "ELT_DISCOVERY_MEMORY_MB": "512",
+        "ELT_DISCOVERY_CPU_SECONDS": "0",
+        "ELT_DISCOVERY_SANDBOX": "Required",
+    }
+    limits = worker_limits(load_settings(env, project_dir=tmp_path))
+    assert (limits.memory_mb, limits.cpu_seconds, limits.mode) == (512, 0, "required")
+    default = worker_limits(load_settings({}, project_dir=tmp_path))
+    assert (default.memory_mb, default.cpu_seconds, default.mode) == (2048, 60, "auto")
 
 
 def test_bad_elt_yaml_names_file_and_field(tmp_path: Path) -> None:

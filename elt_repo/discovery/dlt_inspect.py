@@ -19,8 +19,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from elt_repo.discovery.pipeline_imports import OutsideRepoImport, add_to_path, repo_root
+from elt_repo.discovery.sandbox import Limits
+
 # Starts every reply line: pipeline code may print to stdout too, and its lines are no replies.
 REPLY_MARK = "\x1eelt_inspect_reply "
+# Starts the worker's one stderr line that says how it is sandboxed.
+SANDBOX_MARK = "\x1eelt_sandbox "
 
 
 class InspectError(Exception):
@@ -85,6 +90,8 @@ def missing_module_hint(exc: BaseException) -> str | None:
 
 def from_environment(exc: BaseException) -> bool:
     """Whether `exc` says the environment failed: worth retrying without a new commit."""
+    if isinstance(exc, OutsideRepoImport):
+        return False
     names = {cls.__name__ for cls in type(exc).__mro__}
     return isinstance(exc, _ENVIRONMENT_ERRORS) or bool(names & _ENVIRONMENT_ERROR_NAMES)
 
@@ -122,8 +129,7 @@ def import_pipeline_module(folder: Path, file: str, module_prefix: str = "elt_pi
     parent.__path__ = [str(path.parent)]  # relative imports resolve inside the folder
     sys.modules.setdefault(package, parent)
     sys.modules[name] = module
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+    add_to_path(folder, repo_root(folder))
     try:
         spec.loader.exec_module(module)
     except BaseException:
@@ -233,7 +239,7 @@ def _list(request: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
+def _answer(request: Mapping[str, Any], limits: Limits | None = None) -> dict[str, Any]:
     """One request, in this process: the reply, or the error as one line."""
     before = set(sys.modules)
     path_before = list(sys.path)
@@ -246,6 +252,9 @@ def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
             return {"resources": _list(request)}
     except InspectError as exc:
         return {"error": str(exc), "field": exc.field}
+    except MemoryError:
+        message = limits.memory_message() if limits is not None else "MemoryError"
+        return {"error": message}
     except BaseException as exc:  # the pipeline's own code may raise anything
         cause = exc
         while cause.__cause__ is not None and not from_environment(cause):  # dlt wraps causes
@@ -256,25 +265,41 @@ def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
     finally:
         os.chdir(cwd)
         sys.path[:] = path_before
-        folder = str(Path(request["folder"]).resolve())
-        for name in set(sys.modules) - before:  # the pipeline's modules, not libraries
-            file = getattr(sys.modules.get(name), "__file__", None) or ""
-            if name.startswith("elt_pipeline_") or file.startswith(folder):
+        # The pipeline's modules and the repo's shared ones, not libraries: the next listing
+        # may come from another commit's worktree.
+        roots = {str(repo_root(Path(request["folder"]))), os.path.realpath(request["folder"])}
+        for name in set(sys.modules) - before:
+            module = sys.modules.get(name)
+            places = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
+            if name.startswith("elt_pipeline_") or any(
+                str(place).startswith(root) for place in places for root in roots
+            ):
                 sys.modules.pop(name, None)
 
 
-def serve() -> None:
-    """Worker entry point: one JSON request per stdin line, one marked JSON reply per request."""
+def serve(argv: list[str]) -> None:
+    """Worker entry point: one JSON request per stdin line, one marked JSON reply per request.
+
+    The sandbox comes first, before dlt or any pipeline code is imported.
+    """
+    from elt_repo.discovery import sandbox
+
+    limits = Limits.from_argv(argv)
+    how = sandbox.enter(limits)
+    sys.stderr.write(f"{SANDBOX_MARK}{how}\n")
+    sys.stderr.flush()
     import dlt  # noqa: F401  (paid once per worker, not per pipeline)
 
     for line in sys.stdin:
         if not line.strip():
             continue
-        reply = _answer(json.loads(line))
+        sandbox.limit_cpu(limits)
+        reply = _answer(json.loads(line), limits)
+        sandbox.sweep()  # nothing the listing started outlives it
         sys.stdout.write("\n" + REPLY_MARK + json.dumps(reply) + "\n")
         sys.stdout.flush()
     os._exit(0)  # skip atexit hooks a pipeline module may have registered
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1:])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import logging
 import os
 import queue
 import signal
@@ -21,8 +22,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from elt_repo.discovery.dlt_inspect import REPLY_MARK, InspectError
+from elt_repo.discovery.dlt_inspect import REPLY_MARK, SANDBOX_MARK, InspectError
+from elt_repo.discovery.sandbox import Limits
 from elt_repo.schemas import DltResourceSpec
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # sandbox warnings already logged by this process
 
 
 def list_resources(
@@ -73,11 +78,12 @@ def _ask(
 
 
 class _Worker:
-    """One `python -m elt_repo.discovery.dlt_inspect --serve`: imports dlt once, answers many requests."""
+    """One `python -m elt_repo.discovery.dlt_inspect --serve`: imports dlt once, answers many
+    requests. `proc` is the sandbox's keeper; the worker proper is its child (see `sandbox`)."""
 
-    def __init__(self, env: Mapping[str, str]):
+    def __init__(self, env: Mapping[str, str], limits: Limits):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "elt_repo.discovery.dlt_inspect", "--serve"],
+            [sys.executable, "-m", "elt_repo.discovery.dlt_inspect", "--serve", *limits.argv()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -86,6 +92,7 @@ class _Worker:
             start_new_session=True,
         )
         self.stderr: deque[str] = deque(maxlen=20)
+        self.sandbox = ""  # how the worker says it is sandboxed, once it has started
         self.replies: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
@@ -100,7 +107,10 @@ class _Worker:
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
-            if line.strip():
+            if line.startswith(SANDBOX_MARK):
+                self.sandbox = line[len(SANDBOX_MARK) :].strip()
+                _log_sandbox(self.sandbox)
+            elif line.strip():
                 self.stderr.append(line.strip())
 
     def ask(self, request: Mapping[str, Any], timeout: float) -> dict[str, Any]:
@@ -118,8 +128,9 @@ class _Worker:
         if reply is None:
             self.proc.wait(timeout=5)
             time.sleep(0.05)  # let the stderr reader catch the last line
-            tail = self.stderr[-1] if self.stderr else f"exit code {self.proc.returncode}"
-            raise InspectError(f"{what} crashed: {tail}", retry=True)
+            status = _exit_status(self.proc.returncode)
+            said = f" ({status}): {self.stderr[-1]}" if self.stderr else f": {status}"
+            raise InspectError(f"{what} crashed{said}", retry=True)
         payload = json.loads(reply)
         if "error" in payload:
             raise InspectError(payload["error"], payload.get("field"), bool(payload.get("retry")))
@@ -130,10 +141,37 @@ class _Worker:
         return self.proc.poll() is None
 
     def stop(self) -> None:
+        """The keeper kills the worker and whatever it left (see `sandbox`); then the group."""
         with contextlib.suppress(ProcessLookupError):
+            self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=2)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
+
+
+def _exit_status(code: int | None) -> str:
+    """A worker's end in words; the keeper passes a signal on as 128+N."""
+    sig = -code if code is not None and code < 0 else (code or 0) - 128
+    if sig > 0 and sig in signal.valid_signals():
+        return f"killed by {signal.Signals(sig).name}"
+    return f"exit code {code}"
+
+
+def _log_sandbox(how: str) -> None:
+    """Once per process: how discovery workers are sandboxed, a warning when only partly."""
+    if how in _warned:
+        return
+    _warned.add(how)
+    if how.startswith("namespaces"):
+        log.debug("discovery workers are sandboxed: %s", how)
+    else:
+        log.warning(
+            "discovery workers are sandboxed by %s; see README: Pipelines repos are untrusted input",
+            how,
+        )
 
 
 class InspectorPool:
@@ -151,8 +189,10 @@ class InspectorPool:
         timeout: float,
         workers: int = 2,
         idle_seconds: float | None = None,
+        limits: Limits | None = None,
     ):
         self.env, self.timeout = dict(env), timeout
+        self.limits = limits or Limits()
         # Last in, first out: an idle running worker is reused before another one is started.
         self.idle: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
         for _ in range(max(1, workers)):
@@ -189,7 +229,7 @@ class InspectorPool:
             with self.lock:
                 # One stopped by close() or the idle reaper meanwhile counts as no worker.
                 if worker is None or worker not in self.started or not worker.alive:
-                    worker = _Worker(self.env)
+                    worker = _Worker(self.env, self.limits)
                     self.started.append(worker)
         except BaseException:
             self._give(None)
@@ -263,6 +303,7 @@ def shared_pool(
     timeout: float,
     workers: int,
     idle_seconds: float = WORKER_IDLE_SECONDS,
+    limits: Limits | None = None,
 ) -> InspectorPool:
     """This process's pool for `env`; its workers stop after `idle_seconds` unused
     (ELT_INSPECTOR_IDLE).
@@ -270,14 +311,14 @@ def shared_pool(
     Workers inherit `env` when they start, so a different environment gets a new pool and the
     old one's workers are stopped.
     """
-    key = (tuple(sorted(env.items())), timeout, workers, idle_seconds)
+    key = (tuple(sorted(env.items())), timeout, workers, idle_seconds, limits)
     with _shared_lock:
         pool = _shared.get(key)
         if pool is None:
             for stale in _shared.values():
                 stale.close()
             _shared.clear()
-            pool = _shared[key] = InspectorPool(env, timeout, workers, idle_seconds)
+            pool = _shared[key] = InspectorPool(env, timeout, workers, idle_seconds, limits)
         return pool
 
 

@@ -26,6 +26,7 @@ from elt_repo.discovery.layout import (
     infer_tool,
 )
 from elt_repo.discovery.pipeline_files import content_hash, resolve_args
+from elt_repo.discovery.pipeline_imports import shared_code_key
 from elt_repo.discovery.safe_files import confined, read_yaml
 from elt_repo.discovery.sling_streams import resolve_streams
 from elt_repo.discovery.traits import CaseIndex, has_wildcards, source_driven
@@ -157,6 +158,7 @@ class Discoverer:
         self.connections = connections
         self.local_roots = local_roots  # host folders file streams may read (ELT_LOCAL_ROOTS)
         self.wildcards: dict[str, bool] = {}  # folder -> its replication has wildcard streams
+        self.shared = ""  # the hash of the repo's shared code (pipeline_imports.shared_code_key)
 
     def _load(self, folder: Path) -> PipelineSpec:
         rel_folder = folder.relative_to(self.root).as_posix()
@@ -239,9 +241,16 @@ class Discoverer:
     def _reusable(self, folder: Path) -> PipelineSpec | list[ConfigError] | None:
         rel = folder.relative_to(self.root).as_posix()
         record, result = self.prior.get(rel, (None, ()))
-        if record is None or not record.tree or record.tree != self.trees.get(rel):
+        if record is None or not record.tree or record.tree != self._key(rel, result):
             return None
         return result if isinstance(result, PipelineSpec) else list(result)
+
+    def _key(self, rel: str, result: PipelineSpec | Any) -> str:
+        """What must be unchanged for a folder's last result to stand: its tree, and for all
+        but a Sling pipeline, the repo's shared code that its Python may import."""
+        tree = self.trees.get(rel, "")
+        sling = isinstance(result, PipelineSpec) and result.tool == "sling"
+        return tree if sling or not tree else f"{tree}+{self.shared}"
 
     def _try_load(self, folder: Path) -> PipelineSpec | list[ConfigError]:
         try:
@@ -268,6 +277,8 @@ class Discoverer:
                 errors=(ConfigError(self.pipelines_dir, "ELT_PIPELINES_DIR", message),)
             )
         folders = list(find_pipeline_folders(base))
+        rels = [f.relative_to(self.root).as_posix() for f in folders]
+        self.shared = shared_code_key(self.trees, self.pipelines_dir, rels)
         reused = [self._reusable(f) for f in folders]
         todo = [f for f, r in zip(folders, reused, strict=True) if r is None]
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as threads:
@@ -284,7 +295,7 @@ class Discoverer:
             errors = tuple(result) if isinstance(result, list) else ()
             wildcards = self.wildcards.get(rel, False)
             driven = isinstance(result, PipelineSpec) and source_driven(result, wildcards)
-            records[rel] = FolderRecord(self.trees[rel], errors, driven, now)
+            records[rel] = FolderRecord(self._key(rel, result), errors, driven, now)
         pipelines: dict[str, PipelineSpec] = {}
         disabled: list[DisabledPipeline] = []
         errors: list[ConfigError] = []

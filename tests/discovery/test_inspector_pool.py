@@ -15,13 +15,17 @@ from elt_repo.discovery.inspector_pool import (
     list_resources,
     shared_pool,
 )
+from elt_repo.discovery.sandbox import Limits
 
+# These tests are about the pool, not the sandbox (tests/discovery/test_sandbox.py): its
+# workers may write the log, and each logs its keeper's pid, the process the pool started.
+OFF = Limits(mode="off")
 SOURCE = """
 import os
 from helpers import TABLE
 
 with open(os.environ["PID_LOG"], "a") as log:
-    log.write(f"{{os.getpid()}}\\n")
+    log.write(f"{{os.getppid()}}\\n")
 
 import dlt
 
@@ -53,7 +57,7 @@ def test_one_worker_lists_many_pipelines_each_with_its_own_modules(tmp_path: Pat
     log = tmp_path / "pids.log"
     env = {**os.environ, "PID_LOG": str(log)}
     folders = [pipeline(tmp_path, f"p{i}", f"table_{i}") for i in range(4)]
-    with InspectorPool(env, timeout=30, workers=1) as pool:
+    with InspectorPool(env, timeout=30, workers=1, limits=OFF) as pool:
         assert [listed(pool, f) for f in folders] == [[f"table_{i}"] for i in range(4)]
     pids = log.read_text().split()
     assert len(pids) == 4 and len(set(pids)) == 1  # four imports, one process
@@ -68,7 +72,7 @@ def test_a_hanging_or_crashing_pipeline_only_costs_its_own_worker(tmp_path: Path
     crash.mkdir()
     (crash / "pipeline.py").write_text("import os\nos._exit(3)\n")
     good = pipeline(tmp_path, "good", "fine")
-    with InspectorPool(env, timeout=5, workers=1) as pool:
+    with InspectorPool(env, timeout=5, workers=1, limits=OFF) as pool:
         with pytest.raises(InspectError, match="timed out after 5s"):
             listed(pool, hang)
         assert listed(pool, good) == ["fine"]
@@ -92,14 +96,16 @@ def test_the_shared_pool_keeps_its_worker_warm_between_discoveries(tmp_path: Pat
     env = {**os.environ, "PID_LOG": str(log)}
     folder = pipeline(tmp_path, "p", "t")
     try:
-        first = shared_pool(env, 30, 2)
+        first = shared_pool(env, 30, 2, limits=OFF)
         assert listed(first, folder) == ["t"]
-        again = shared_pool(env, 30, 2)  # the next discovery in this process
+        again = shared_pool(env, 30, 2, limits=OFF)  # the next discovery in this process
         assert again is first and listed(again, folder) == ["t"]
         pids = log.read_text().split()
         assert len(pids) == 2 and len(set(pids)) == 1  # both imports in one warm worker
         (worker,) = first.started
-        other = shared_pool({**env, "SOME_VAR": "changed"}, 30, 2)  # workers inherit env
+        other = shared_pool(
+            {**env, "SOME_VAR": "changed"}, 30, 2, limits=OFF
+        )  # workers inherit env
         assert other is not first and not _wait_dead(worker.proc.pid)
     finally:
         close_shared_pools()
@@ -119,7 +125,7 @@ def test_idle_workers_stop_and_the_pool_starts_a_new_one_when_asked(tmp_path: Pa
     log = tmp_path / "pids.log"
     env = {**os.environ, "PID_LOG": str(log)}
     folder = pipeline(tmp_path, "p", "t")
-    pool = InspectorPool(env, timeout=30, workers=1, idle_seconds=0.5)
+    pool = InspectorPool(env, timeout=30, workers=1, idle_seconds=0.5, limits=OFF)
     try:
         assert listed(pool, folder) == ["t"]
         (worker,) = pool.started
@@ -136,7 +142,7 @@ def test_warm_starts_one_worker_ahead_that_the_next_request_uses(tmp_path: Path)
     log = tmp_path / "pids.log"
     env = {**os.environ, "PID_LOG": str(log)}
     folder = pipeline(tmp_path, "p", "t")
-    with InspectorPool(env, timeout=30, workers=2) as pool:
+    with InspectorPool(env, timeout=30, workers=2, limits=OFF) as pool:
         pool.warm()
         (warmed,) = pool.started
         pool.warm()  # one is running already: nothing more
