@@ -6,6 +6,9 @@ bad commit, as a cron job would. Each case asserts: exit 0 or 1 and no traceback
 pipelines are there; the error names the file and the field; no secret in the output or in
 any file under the state dir; nothing written outside the state dir; the previous commit's
 manifest kept.
+
+Three cases need more than a folder: 5000 other folders beside the pipelines, a 100 MB data
+file (never read whole into memory), and the origin's branch force-pushed while a refresh runs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import threading
+import time
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +28,9 @@ import pytest
 
 from elt_repo.defs.build import build_definitions
 from elt_repo.manifest import ManifestStore
+from elt_repo.refresh import git_source
 from elt_repo.settings import load_settings
-from tests.conftest import PROJECT_DIR, PipelinesRepo, git
+from tests.conftest import PROJECT_DIR, PipelinesRepo, git, running
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +69,9 @@ class Case:
     links: dict[str, str] | None = None  # path under pipelines/ -> symlink target
     build: Callable[[Path], None] | None = None  # anything else to do to the checkout
     loads: str | None = None  # a pipeline that must be there too, under this name
+    disabled: int = 0  # how many pipelines are listed disabled
+    within: float | None = None  # seconds the refresh of the bad commit may take at most
+    peak_mib: float | None = None  # Python memory that refresh may allocate at most (traced)
 
 
 def bad(name: str, dagster: str | bytes, **extra: str | bytes) -> dict[str, str | bytes]:
@@ -80,6 +91,67 @@ def _gitlink(checkout: Path) -> None:
     )
     sha = "0123456789abcdef0123456789abcdef01234567"
     git(checkout, "update-index", "--add", "--cacheinfo", f"160000,{sha},pipelines/bad/vendored")
+
+
+SOURCE = "\nimport dlt\n\n\n@dlt.resource\ndef src():\n    yield {'id': 1}\n"
+MARKER = "elt-hostile-child"  # in the command line of every process pipeline code starts
+DAEMONS = f"""
+import os, subprocess, sys
+SLEEP = [sys.executable, "-c", "import time; time.sleep(300)", "{MARKER}"]
+subprocess.Popen(SLEEP, start_new_session=True)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sys.executable, SLEEP)
+    os._exit(0)
+"""
+# From pipelines/bad/pipeline.py in state/repo/worktrees/<sha>/: another pipeline's file, the
+# worktree, the state dir and the test's own folder, all refused.
+WRITES = """
+from pathlib import Path
+here = Path(__file__).resolve().parent
+for target in (here.parent / "good_dlt" / "pipeline.py", here.parents[1] / "evil.txt",
+               here.parents[4] / "evil.txt", here.parents[5] / "evil.txt", here / "evil.txt"):
+    try:
+        target.write_text("written by pipeline code")
+    except OSError:
+        pass
+"""
+
+
+FOLDERS = 5000
+HUGE_BYTES = 100 * 1024 * 1024
+
+
+def _five_thousand_folders(checkout: Path) -> None:
+    """FOLDERS folders beside the pipelines: notes, nested data, helper modules with no run(),
+    hidden folders, and every 50th a disabled pipeline; all sorting before the healthy ones.
+    Written directly, one commit."""
+    base = checkout / "pipelines"
+    for i in range(FOLDERS):
+        folder = base / f"folder_{i:04d}"
+        kind = i % 5
+        if i % 50 == 0:
+            folder.mkdir(parents=True)
+            (folder / "dagster.yaml").write_text("tool: sling\nenabled: false\n")
+        elif kind == 1:
+            (folder / "a" / "b").mkdir(parents=True)
+            (folder / "a" / "b" / ".gitkeep").write_text("")
+        elif kind == 2:
+            folder.mkdir(parents=True)
+            (folder / "helpers.py").write_text("def walk():\n    return 1\n")
+        elif kind == 3:
+            (folder / ".cache").mkdir(parents=True)
+            (folder / ".cache" / "dagster.yaml").write_text("tool: nonsense\n")
+        else:
+            folder.mkdir(parents=True)
+            (folder / "README.md").write_text(f"folder {i}\n")
+
+
+def _huge_blob(checkout: Path) -> None:
+    """A 100 MB data file beside a Sling pipeline's rows (zeros: cheap for Git to store)."""
+    with open(checkout / "pipelines/bad/data/huge.bin", "wb") as handle:
+        handle.truncate(HUGE_BYTES)
 
 
 CASES: dict[str, Case] = {
@@ -268,6 +340,29 @@ CASES: dict[str, Case] = {
     "os_exit_at_import": Case(
         dlt_folder("import os\nos._exit(0)\n"), "bad/dagster.yaml", "dlt.source", ""
     ),
+    # Pipeline code at discovery runs in a sandbox (elt_repo.discovery.sandbox): these load.
+    "kills_its_parent_at_import": Case(
+        dlt_folder("import os\nos.kill(os.getppid(), 9)\n" + SOURCE), "", None, "", loads="bad"
+    ),
+    "leaves_setsid_children_at_import": Case(
+        dlt_folder(DAEMONS + SOURCE), "", None, "", loads="bad"
+    ),
+    "writes_into_the_worktree_the_state_dir_and_beyond": Case(
+        dlt_folder(WRITES + SOURCE), "", None, "", loads="bad"
+    ),
+    "memory_bomb_at_import": Case(
+        dlt_folder("junk = bytearray(4 * 1024**3)\n" + SOURCE),
+        "bad/dagster.yaml",
+        "dlt.source",
+        "memory limit of 2048 MiB (ELT_DISCOVERY_MEMORY_MB)",
+    ),
+    "helper_module_symlinked_outside_the_repo": Case(
+        dlt_folder("import helpers\n" + SOURCE),
+        "bad/dagster.yaml",
+        "dlt.source",
+        "helpers.py resolves outside the pipelines repo",
+        links={"bad/helpers.py": "/etc/hostname"},
+    ),
     "endless_loop_at_import": Case(
         dlt_folder("while True:\n    pass\n"), "bad/dagster.yaml", "dlt.source", "timed out"
     ),
@@ -397,6 +492,29 @@ CASES: dict[str, Case] = {
         loads="caf_",  # ASCII, as Dagster's names must be
     ),
     "unfetchable_submodule": Case({}, "", None, "", build=_gitlink),
+    # Not pipelines, so no errors; the disabled ones listed; one walk, not one per folder.
+    "five_thousand_folders": Case(
+        {}, "", None, "", build=_five_thousand_folders, disabled=FOLDERS // 50, within=10.0
+    ),
+    # A data file is the pipeline's data, whatever its size: the pipeline loads, its content
+    # hash streams the file, and no refresh holds it in memory.
+    "hundred_megabyte_data_file": Case(
+        bad(
+            "bad",
+            SLING_YAML,
+            **{
+                "replication.yaml": REPLICATION + "  file://./data/huge.bin: {object: bad.huge}\n",
+                "data/rows.csv": "id\n1\n",
+            },
+        ),
+        "",
+        None,
+        "",
+        build=_huge_blob,
+        loads="bad",
+        within=20.0,
+        peak_mib=32,
+    ),
 }
 
 
@@ -423,14 +541,8 @@ def refresh_script(capsys) -> tuple[int, dict, str]:
     return code, summary, out.out + out.err
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_a_hostile_folder_is_one_pipelines_error(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
-    case = CASES[name]
-    repo = PipelinesRepo(tmp_path / "origin")
-    healthy(repo)
-    before = repo.commit("healthy")
+def environment(tmp_path: Path, repo: PipelinesRepo, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point refresh.py at `repo`, with a token and a database password about; the state dir."""
     state = tmp_path / "state"
     for var, value in {
         "ELT_REPO_URL": repo.url,
@@ -443,8 +555,46 @@ def test_a_hostile_folder_is_one_pipelines_error(
     }.items():
         monkeypatch.setenv(var, value)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return state
+
+
+def first_refresh(repo: PipelinesRepo, capsys) -> str:
+    """Commit the healthy pipelines and refresh them: the commit."""
+    healthy(repo)
+    before = repo.commit("healthy")
     code, summary, _ = refresh_script(capsys)
     assert code == 0 and summary["pipelines"] == list(HEALTHY), summary
+    return before
+
+
+def assert_contained(
+    output: str, tmp_path: Path, entries_before: set[str], repo: PipelinesRepo, *kept: str
+) -> None:
+    """No secret in the output or any file under the state dir; nothing written outside the
+    state dir; the manifests of the commits in `kept` kept."""
+    state = tmp_path / "state"
+    secrets = (TOKEN.encode(), DB_PASSWORD.encode())
+    assert not [s for s in secrets if s in output.encode()], output
+    leaked = []
+    for path in state.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            leaked += [str(path) for s in secrets if s in data]
+    assert leaked == [], leaked
+    assert set(os.listdir(tmp_path)) == entries_before
+    assert git(repo.path, "status", "--porcelain") == ""
+    for commit in kept:
+        assert json.loads((state / "manifests" / f"{commit}.json").read_text())["commit"] == commit
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_hostile_folder_is_one_pipelines_error(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    case = CASES[name]
+    repo = PipelinesRepo(tmp_path / "origin")
+    environment(tmp_path, repo, monkeypatch)
+    before = first_refresh(repo, capsys)
 
     for rel, content in case.files.items():
         repo.write(f"pipelines/{rel}", content)
@@ -456,7 +606,15 @@ def test_a_hostile_folder_is_one_pipelines_error(
         case.build(repo.path)
     after = repo.commit(name)
     entries_before = set(os.listdir(tmp_path))
-    code, summary, output = refresh_script(capsys)
+    if case.peak_mib is not None:
+        tracemalloc.start()
+    started = time.monotonic()
+    try:
+        code, summary, output = refresh_script(capsys)
+    finally:
+        took = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1] / 2**20 if tracemalloc.is_tracing() else 0.0
+        tracemalloc.stop()
 
     assert code in (0, 1), output
     assert "Traceback" not in output
@@ -464,6 +622,11 @@ def test_a_hostile_folder_is_one_pipelines_error(
     assert set(HEALTHY) <= set(summary["pipelines"]), summary
     if case.loads:
         assert case.loads in summary["pipelines"], summary
+    assert len(summary["disabled"]) == case.disabled, summary["disabled"]
+    if case.within is not None:
+        assert took < case.within, f"the refresh took {took:.1f}s"
+    if case.peak_mib is not None:
+        assert peak < case.peak_mib, f"the refresh allocated {peak:.0f} MiB"
     errors = summary["errors"]
     if case.path:
         mine = [e for e in errors if e["path"] == f"pipelines/{case.path}"]
@@ -473,20 +636,72 @@ def test_a_hostile_folder_is_one_pipelines_error(
         assert any(case.says in e["message"] for e in mine), mine
     else:
         assert code == 0 and not errors, errors
-    # No secret anywhere: the output, and every file under the state dir.
-    for secret in (TOKEN, DB_PASSWORD):
-        assert secret not in output
-        leaked = [
-            str(p)
-            for p in state.rglob("*")
-            if p.is_file() and not p.is_symlink() and secret.encode() in p.read_bytes()
-        ]
-        assert leaked == [], leaked
-    # Nothing written outside the state dir; the previous commit's manifest is kept.
-    assert set(os.listdir(tmp_path)) == entries_before
-    assert git(repo.path, "status", "--porcelain") == ""
-    assert json.loads((state / "manifests" / f"{before}.json").read_text())["commit"] == before
+    assert_contained(output, tmp_path, entries_before, repo, before)
+    # Pipeline code left no process running and wrote nothing into the worktree it was run in.
+    assert running(MARKER) == []
+    worktree = tmp_path / "state" / "repo" / "worktrees" / after
+    assert git(worktree, "status", "--porcelain", "--ignored") == ""
+    assert not [p for p in (tmp_path / "state").rglob("evil.txt")]
     # And the code location loads what was refreshed: no name Dagster would refuse got through.
     settings = load_settings()
     manifest = ManifestStore(settings.manifest_path).read()
     build_definitions(manifest, settings)
+
+
+SLOW_DLT = (
+    "import time\n\nimport dlt\n\ntime.sleep(2)  # holds the refresh in discovery\n\n\n"
+    "@dlt.resource\ndef rows():\n    yield {'id': 1}\n"
+)
+
+
+def test_a_force_push_during_a_refresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The branch is rewritten while a refresh discovers what it fetched: that refresh finishes
+    with the commit it fetched, and the next one takes the rewritten branch, no questions."""
+    repo = PipelinesRepo(tmp_path / "origin")
+    environment(tmp_path, repo, monkeypatch)
+    before = first_refresh(repo, capsys)
+    repo.write("pipelines/slow/pipeline.py", SLOW_DLT)
+    repo.write(
+        "pipelines/slow/dagster.yaml", "dlt: {source: 'pipeline.py:rows', dataset_name: slow}\n"
+    )
+    fetched = repo.commit("slow")
+    entries_before = set(os.listdir(tmp_path))
+    source = git_source(load_settings())
+    done: list[int] = []
+    running = threading.Thread(target=lambda: done.append(SCRIPT.main(["--json", "-q"])))
+    running.start()
+    try:
+        # Fetched and checked out: the refresh is now importing the slow pipeline.
+        give_up = time.monotonic() + 30
+        while (current := source.current()) is None or current.commit != fetched:
+            assert running.is_alive() and time.monotonic() < give_up, "it never checked out"
+            time.sleep(0.01)
+        git(repo.path, "reset", "--hard", "--quiet", "HEAD~1")
+        repo.write("pipelines/forced/dagster.yaml", SLING_YAML)
+        repo.write("pipelines/forced/replication.yaml", REPLICATION.replace("bad.", "forced."))
+        repo.write("pipelines/forced/data/rows.csv", "id\n3\n")
+        forced = repo.commit("rewritten")
+        with pytest.raises(subprocess.CalledProcessError):  # history rewritten, not added to
+            git(repo.path, "merge-base", "--is-ancestor", fetched, forced)
+        assert running.is_alive(), "the refresh was over before the force-push"
+    finally:
+        running.join(60)
+    out = capsys.readouterr()
+    output = out.out + out.err
+    summary = json.loads(out.out)
+
+    assert done in ([0], [1]), output
+    assert "Traceback" not in output
+    assert summary["commit"] == fetched, output
+    assert summary["pipelines"] == ["good_dlt", "good_sling", "slow"], summary
+    assert_contained(output, tmp_path, entries_before, repo, before)
+
+    code, summary, output = refresh_script(capsys)
+    assert code == 0, output
+    assert "Traceback" not in output and "fast-forward" not in output, output
+    assert summary["commit"] == forced, output
+    assert summary["pipelines"] == ["forced", "good_dlt", "good_sling"], summary
+    assert summary["errors"] == [], summary
+    assert_contained(output, tmp_path, entries_before, repo, before, fetched)
