@@ -208,6 +208,9 @@ class ManifestStore:
         A write that fails (a full disk, a crash) leaves the current manifest as it was.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Temp files of a writer killed mid-write: under lock(), no other writer owns them.
+        for folder in (self.path.parent, self.by_commit_dir):
+            _remove_temp_files(folder)
         text = json.dumps(manifest.to_dict(), indent=2, sort_keys=True)
         if manifest.commit:
             self.by_commit_dir.mkdir(exist_ok=True)
@@ -246,6 +249,14 @@ def _readable_json(path: Path) -> str | None:
         return text if json.loads(text).get("format") == FORMAT_VERSION else None
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _remove_temp_files(folder: Path) -> None:
+    """Remove the temp files _write_atomic() leaves when its process is killed (kill -9)."""
+    if folder.is_dir():
+        for tmp in folder.glob(".*.json.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def _write_atomic(path: Path, text: str) -> None:

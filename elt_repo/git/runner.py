@@ -223,8 +223,12 @@ class GitRunner:
         status, out, err = self.run(*args, cwd=cwd)
         if status != 0:
             where = f" in {cwd}" if cwd else ""
-            field = "ELT_STATE_DIR" if _out_of_space(err) else "ELT_REPO_URL"
-            raise GitSourceError(field, f"git {args[0]} failed{where}: {_detail(err)}")
+            if _out_of_space(err):  # the local disk: say so, not git's last words after it
+                line = next(x for x in err.splitlines() if _out_of_space(x))
+                raise GitSourceError(
+                    "ELT_STATE_DIR", f"no room for git {args[0]}{where}: {_detail(line)}"
+                )
+            raise GitSourceError("ELT_REPO_URL", f"git {args[0]} failed{where}: {_detail(err)}")
         return out
 
     def check_local(self) -> None:
@@ -304,7 +308,14 @@ class GitRunner:
 
 # What git says when the local disk, not the remote, is the problem. Signal 25 is SIGXFSZ: a
 # file grew past `ulimit -f` (Python's subprocess gives git's children its default action).
-_NO_ROOM = ("No space left on device", "File too large", "Disk quota exceeded", "of signal 25")
+# A checkout that cannot write a file says only "unable to write file <path>", without errno.
+_NO_ROOM = (
+    "No space left on device",
+    "File too large",
+    "Disk quota exceeded",
+    "of signal 25",
+    "unable to write file",
+)
 
 
 def _out_of_space(detail: str) -> bool:

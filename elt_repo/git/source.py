@@ -131,6 +131,7 @@ class GitSource:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
             mirror = self._mirror()
+            self._clear_interrupted(mirror)  # before the fetch, which a half-added worktree fails
             refspecs = list(_REFSPECS)
             if self.ref.startswith("refs/") and not self.ref.startswith(
                 ("refs/heads/", "refs/tags/")
@@ -227,18 +228,41 @@ class GitSource:
             return path
         # Check out beside the final path and move it in, so a worktree that exists is complete.
         staging = path.with_name(f"tmp-{commit}")
-        if staging.exists():
-            shutil.rmtree(staging)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._git.local("worktree", "prune", cwd=mirror)
         self._git.local("worktree", "add", "--detach", "--quiet", str(staging), commit, cwd=mirror)
         self._git.local("worktree", "move", str(staging), str(path), cwd=mirror)
         return path
 
+    def _clear_interrupted(self, mirror: Path) -> None:
+        """Undo checkouts a killed sync left half done (under _lock(): none is running now).
+
+        Their staging folders, of any commit, and git's records of them. `git worktree add`
+        locks its worktree until it is done, so no `worktree prune` would drop the record; and
+        a record whose HEAD it had not yet written makes every fetch fail ("bad object").
+        The records' layout is documented in gitrepository-layout(5).
+        """
+        staging = list((self.state_dir / "worktrees").glob("tmp-*"))
+        for path in staging:
+            shutil.rmtree(path)
+        unlocked = False
+        for locked in (mirror / "worktrees").glob("*/locked"):
+            try:
+                gone = not Path(locked.with_name("gitdir").read_text().strip()).exists()
+            except FileNotFoundError:  # killed before git wrote where the worktree is
+                gone = True
+            if gone:
+                locked.unlink(missing_ok=True)
+                unlocked = True
+        if staging or unlocked:
+            self._git.local("worktree", "prune", cwd=mirror)
+
     def _point_current(self, commit: str) -> None:
+        """Repoint `current` atomically (under _lock(): a `.current-*` left is a killed sync's)."""
+        for left in self.state_dir.glob(".current-*"):
+            with contextlib.suppress(FileNotFoundError):
+                left.unlink()
         tmp = self.state_dir / f".current-{os.getpid()}"
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
         os.symlink(os.path.join("worktrees", commit), tmp)
         os.replace(tmp, self.state_dir / "current")
 
