@@ -35,6 +35,17 @@ def step_intervals(instance) -> list[tuple[float, float, str]]:
     return sorted(intervals)
 
 
+def step_failures(instance) -> list[str]:
+    """What each failed or retried step attempt said: the reason for an extra attempt."""
+    said = []
+    for run in instance.get_runs():
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            if event is not None and event.event_type_value in ENDS - {"STEP_SUCCESS"}:
+                said.append(f"{entry.step_key}: {entry.message[-1500:]}")
+    return said
+
+
 def test_parallel_runs_of_every_example_never_write_the_warehouse_at_once(
     tmp_path: Path, examples_repo: PipelinesRepo
 ) -> None:
@@ -66,10 +77,11 @@ def test_parallel_runs_of_every_example_never_write_the_warehouse_at_once(
 
     with DagsterInstance.from_config(str(home)) as instance:
         intervals = step_intervals(instance)
+        failures = step_failures(instance)
         attempts = defaultdict(int)
         for _, _, step in intervals:
             attempts[step] += 1
     # Five times every pipeline's step, each once: no attempt failed and was retried.
-    assert dict(attempts) == dict.fromkeys(EXAMPLE_STEPS, 5)
+    assert dict(attempts) == dict.fromkeys(EXAMPLE_STEPS, 5), failures
     for (_, end, step), (start, _, following) in zip(intervals, intervals[1:], strict=False):
         assert start >= end, f"{following} started while {step} was still writing"
