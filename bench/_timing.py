@@ -1,14 +1,25 @@
-"""Timing helpers shared by the benchmarks: interleaved repeats, median/min/max, peak RSS, ratios."""
+"""Timing helpers shared by the benchmarks: interleaved repeats, median/min/max, peak RSS, ratios.
+
+Also the smoke run's lanes: a benchmark's cases in several processes at once (see below)."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import signal
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -145,3 +156,71 @@ def report(title: str, results: dict[str, Result], baseline: str) -> None:
             f" x{r.median / base.median:5.2f} {mib(r.peak_rss):>10} {rss_ratio:>9}",
             flush=True,
         )
+
+
+# --------------------------------------------------------------------------- lanes (smoke runs)
+#
+# `--lanes N` runs a benchmark as N processes of itself at once ("lanes"), each with its own
+# setup in its own temp dir, measuring its share of the cases with `measure` as usual; the
+# first process merges their results and reports as one run would. For the smoke run only:
+# the lanes share the CPU, so the timings say nothing, but every case still runs its real path,
+# and each lane's peak RSS still counts that lane's own subprocesses only.
+
+
+def add_lane_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=1,
+        help="run the cases in this many processes at once, each with its own setup"
+        " (for a smoke run: the timings then share the CPU)",
+    )
+    parser.add_argument("--lane", type=int, help=argparse.SUPPRESS)  # set in each lane
+    parser.add_argument("--lane-out", type=Path, help=argparse.SUPPRESS)
+
+
+def in_lane(cases: dict[str, T], groups: dict[str, int], args: argparse.Namespace) -> dict[str, T]:
+    """This lane's share of `cases`: those whose group number falls to it (all, outside lanes).
+
+    Cases that must run one after another on the same files share a group."""
+    if args.lane is None:
+        return cases
+    return {name: fn for name, fn in cases.items() if groups[name] % args.lanes == args.lane}
+
+
+def save_lane(args: argparse.Namespace, order: list[str], results: dict[str, Result], **extra):
+    """Write this lane's results (`order`: every case's name, in the one-process order)."""
+    data = {name: {"samples": r.samples, "peak_rss": r.peak_rss} for name, r in results.items()}
+    args.lane_out.write_text(json.dumps({"order": order, "results": data, "extra": extra}))
+
+
+def run_lanes(lanes: int) -> tuple[dict[str, Result], list[dict[str, Any]]]:
+    """Start this script again as `lanes` processes at once (`--lane I`); wait for all of them.
+
+    Returns the merged results, in the order one process would report them, and each lane's
+    `extra`. Exits with the first failing lane's code."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stop the lanes
+    with tempfile.TemporaryDirectory(prefix="lanes_") as tmp:
+        outs = [Path(tmp) / f"lane{i}.json" for i in range(lanes)]
+        procs: list[subprocess.Popen] = []
+        try:
+            for lane, out in enumerate(outs):
+                argv = [sys.executable, sys.argv[0], *sys.argv[1:]]
+                procs.append(subprocess.Popen([*argv, "--lane", str(lane), "--lane-out", out]))
+            codes = [proc.wait() for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait()
+        failed = [(lane, code) for lane, code in enumerate(codes) if code != 0]
+        if failed:
+            print(f"lanes failed (lane, exit code): {failed}", file=sys.stderr)
+            sys.exit(failed[0][1])
+        done = [json.loads(out.read_text()) for out in outs]
+    merged = {name: r for lane in done for name, r in lane["results"].items()}
+    results = {
+        name: Result(samples=merged[name]["samples"], peak_rss=merged[name]["peak_rss"])
+        for name in done[0]["order"]
+    }
+    return results, [lane["extra"] for lane in done]

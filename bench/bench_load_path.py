@@ -45,7 +45,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
-from _timing import measure, report, tree_rss  # noqa: E402
+from _timing import (  # noqa: E402
+    Result,
+    add_lane_arguments,
+    in_lane,
+    measure,
+    report,
+    run_lanes,
+    save_lane,
+    tree_rss,
+)
 from bench_discovery import git  # noqa: E402
 
 from elt_repo.settings import load_settings  # noqa: E402
@@ -215,7 +224,62 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    add_lane_arguments(parser)
     args = parser.parse_args()
+    n = args.rows
+    from elt_repo.defs.dlt.assets import LOADER_FILE_FORMAT
+
+    # the plain run, the elt_repo asset (Dagster's default multiprocess executor), and the
+    # same asset with ELT_EXECUTOR=in_process (no step subprocess)
+    pairs = {
+        "dicts": ("dlt script, dicts", "elt_repo dlt asset, dicts"),
+        "arrow": ("dlt script, Arrow", "elt_repo dlt asset, Arrow"),
+        "sling": ("sling run", "elt_repo Sling asset"),
+    }
+    names = {k: (plain, asset, f"{asset}, in_process") for k, (plain, asset) in pairs.items()}
+    floor_name = "DuckDB read_csv (floor)"
+    if args.lanes > 1 and args.lane is None:
+        results, extras = run_lanes(args.lanes)
+        size = extras[0]["size"]
+        steps = {label: line for extra in extras for label, line in extra["steps"].items()}
+    else:
+        results, size, steps = measure_cases(args, names, floor_name)
+        if args.lane is not None:
+            return  # the first process reports
+
+    for title, trio in (
+        ("dlt, dicts: elt_repo asset against the plain script", names["dicts"]),
+        ("dlt, Arrow: elt_repo asset against the plain script", names["arrow"]),
+        ("Sling: elt_repo asset against `sling run`", names["sling"]),
+    ):
+        report(f"{title}, {size}", {k: results[k] for k in trio}, trio[0])
+    report(f"Every case against the physical floor, {size}", results, floor_name)
+
+    print("\nrows/s (rows / median)")
+    for name, r in results.items():
+        print(f"  {name:<52} {n / r.median:>12,.0f}")
+
+    print("\nelt_repo against the plain run (target <= x1.10)")
+    for plain, *assets in names.values():
+        for asset in assets:
+            a, p = results[asset].median, results[plain].median
+            verdict = "met" if a / p <= 1.10 else "MISSED"
+            print(f"  {asset:<52} x{a / p:5.2f}  {a - p:+7.2f}s  {verdict}")
+
+    dicts, arrow = results[names["dicts"][0]].median, results[names["arrow"][0]].median
+    print(f"\ndlt settings elt_repo sets: loader_file_format={LOADER_FILE_FORMAT!r}")
+    print("  (against dlt's default insert_values: bench/bench_loader_format.py)")
+    print(f"  yielding Arrow instead of dicts, plain script: x{arrow / dicts:.2f} the time")
+
+    print("\ndlt's steps in the last repeat (from its trace)")
+    for label in (*names["dicts"][:2], *names["arrow"][:2]):
+        print(f"  {label:<30} {steps[label]}")
+
+
+def measure_cases(
+    args: argparse.Namespace, names: dict[str, tuple[str, str, str]], floor_name: str
+) -> tuple[dict[str, Result], str, dict[str, str]]:
+    """Set up and run the cases (a lane: its share); (results, the size, dlt's step times)."""
     n = args.rows
     from elt_repo.defs.dlt.assets import LOADER_FILE_FORMAT
 
@@ -311,60 +375,37 @@ def main() -> None:
             )
             assert count(floor_db, "t") == n, count(floor_db, "t")
 
-        # the plain run, the elt_repo asset (Dagster's default multiprocess executor), and the
-        # same asset with ELT_EXECUTOR=in_process (no step subprocess)
-        pairs = {
-            "dicts": ("dlt script, dicts", "elt_repo dlt asset, dicts"),
-            "arrow": ("dlt script, Arrow", "elt_repo dlt asset, Arrow"),
-            "sling": ("sling run", "elt_repo Sling asset"),
-        }
-        names = {k: (plain, asset, f"{asset}, in_process") for k, (plain, asset) in pairs.items()}
-        floor_name = "DuckDB read_csv (floor)"
         cases: dict[str, Callable[[], None]] = {}
-        for kind, folder, as_arrow in (
-            ("dicts", "bench_dicts", False),
-            ("arrow", "bench_arrow", True),
-            ("sling", "bench_sling", None),
+        groups: dict[str, int] = {}  # a lane runs a kind's three cases, as one process would
+        for group, (kind, folder, as_arrow) in enumerate(
+            (
+                ("dicts", "bench_dicts", False),
+                ("arrow", "bench_arrow", True),
+                ("sling", "bench_sling", None),
+            )
         ):
             plain, asset, in_process = names[kind]
             cases[plain] = sling_run if as_arrow is None else plain_dlt(folder, as_arrow)
             cases[asset] = materialize(f"{folder}/rows", f"{folder}.rows")
             cases[in_process] = materialize(f"{folder}/rows", f"{folder}.rows", "in_process")
+            groups.update(dict.fromkeys(names[kind], group))
         cases[floor_name] = floor
-        results = measure(cases, args.repeats, rss="children")
+        groups[floor_name] = len(names)
+        results = measure(in_lane(cases, groups, args), args.repeats, rss="children")
         size = f"{n:,} rows, {csv_path.stat().st_size / 2**20:,.1f} MiB of CSV"
-        for title, trio in (
-            ("dlt, dicts: elt_repo asset against the plain script", names["dicts"]),
-            ("dlt, Arrow: elt_repo asset against the plain script", names["arrow"]),
-            ("Sling: elt_repo asset against `sling run`", names["sling"]),
-        ):
-            report(f"{title}, {size}", {k: results[k] for k in trio}, trio[0])
-        report(f"Every case against the physical floor, {size}", results, floor_name)
-
-        print("\nrows/s (rows / median)")
-        for name, r in results.items():
-            print(f"  {name:<52} {n / r.median:>12,.0f}")
-
-        print("\nelt_repo against the plain run (target <= x1.10)")
-        for plain, *assets in names.values():
-            for asset in assets:
-                a, p = results[asset].median, results[plain].median
-                verdict = "met" if a / p <= 1.10 else "MISSED"
-                print(f"  {asset:<52} x{a / p:5.2f}  {a - p:+7.2f}s  {verdict}")
-
-        dicts, arrow = results[names["dicts"][0]].median, results[names["arrow"][0]].median
-        print(f"\ndlt settings elt_repo sets: loader_file_format={LOADER_FILE_FORMAT!r}")
-        print("  (against dlt's default insert_values: bench/bench_loader_format.py)")
-        print(f"  yielding Arrow instead of dicts, plain script: x{arrow / dicts:.2f} the time")
-
-        print("\ndlt's steps in the last repeat (from its trace)")
-        for name, pipelines_dir, label in (
-            ("bench_dicts", tmp / "plain_pipelines" / "bench_dicts", names["dicts"][0]),
-            ("bench_dicts", settings.dlt_dir, names["dicts"][1]),
-            ("bench_arrow", tmp / "plain_pipelines" / "bench_arrow", names["arrow"][0]),
-            ("bench_arrow", settings.dlt_dir, names["arrow"][1]),
-        ):
-            print(f"  {label:<30} {dlt_steps(name, pipelines_dir)}")
+        steps = {
+            label: dlt_steps(name, pipelines_dir)
+            for name, pipelines_dir, label in (
+                ("bench_dicts", tmp / "plain_pipelines" / "bench_dicts", names["dicts"][0]),
+                ("bench_dicts", settings.dlt_dir, names["dicts"][1]),
+                ("bench_arrow", tmp / "plain_pipelines" / "bench_arrow", names["arrow"][0]),
+                ("bench_arrow", settings.dlt_dir, names["arrow"][1]),
+            )
+            if label in results  # in a lane: the cases it ran
+        }
+        if args.lane is not None:
+            save_lane(args, list(cases), results, size=size, steps=steps)
+    return results, size, steps
 
 
 if __name__ == "__main__":

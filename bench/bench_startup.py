@@ -13,10 +13,10 @@ server) in its own temp DAGSTER_HOME (with the project's dagster.yaml) on its ow
 
 The clock runs from starting `dagster dev` until a GraphQL answer (polled every 50 ms) shows the
 location LOADED; that answer must list exactly the asset keys that the manifest builds (the
-empty module: none), or the benchmark fails. Stopping the process group is not timed, nor is
-one warm-up round of all three cases. Peak RSS is the sum over the `dagster dev` process tree
-while it starts (shared library pages count once per process). Uses a file:// copy of the
-bundled examples, so it runs offline.
+empty module: none), or the benchmark fails. Stopping the process group is not timed (the
+smoke run's --kill skips its graceful shutdown), nor is one warm-up round of all three cases.
+Peak RSS is the sum over the `dagster dev` process tree while it starts (shared library pages
+count once per process). Uses a file:// copy of the bundled examples, so it runs offline.
 """
 
 from __future__ import annotations
@@ -134,15 +134,25 @@ def using_home(home: Path) -> dict[int, tuple[int, str]]:
     return found
 
 
-def stop(proc: h.Proc, home: Path) -> None:
-    """Stop the process group; then kill, by pid, what is left that uses `home`, and wait."""
-    proc.stop(grace=20)
+def stop(proc: h.Proc, home: Path, kill: bool = False) -> None:
+    """Stop the process group; then kill, by pid, what is left that uses `home`, and wait.
+
+    `kill`: SIGKILL the group at once, not `dagster dev`'s graceful shutdown (3 to 8 s). Its
+    discovery workers, in sessions of their own, are then left behind as a matter of course
+    (the code server had no chance to stop them), so they are killed without a word."""
+    if kill:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.popen.pid, signal.SIGKILL)  # start_new_session: pid = group id
+        proc.popen.wait(timeout=10)
+    else:
+        proc.stop(grace=20)
     deadline, reported = time.monotonic() + 10, set()
     while (left := using_home(home)) and time.monotonic() < deadline:
         for pid, (pgid, argv) in left.items():
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            if pgid != proc.popen.pid and pid not in reported:  # e.g. a dlt discovery worker
+            outside = pgid != proc.popen.pid  # e.g. a dlt discovery worker
+            if outside and pid not in reported and not kill:
                 print(f"  killed {pid}, outside the process group: {argv}", file=sys.stderr)
                 reported.add(pid)
         time.sleep(0.1)
@@ -150,7 +160,7 @@ def stop(proc: h.Proc, home: Path) -> None:
         print(f"  still running after the stop: {sorted(left.items())}", file=sys.stderr)
 
 
-def run_once(case: Case, label: str, run_dir: Path) -> tuple[float, int]:
+def run_once(case: Case, label: str, run_dir: Path, kill: bool = False) -> tuple[float, int]:
     """Start `dagster dev`, wait until the location is LOADED; (seconds until then, peak RSS)."""
     home = run_dir / "dagster_home"
     home.mkdir(parents=True)
@@ -202,7 +212,7 @@ def run_once(case: Case, label: str, run_dir: Path) -> tuple[float, int]:
         ) from None
     finally:
         if proc is not None:
-            stop(proc, home)
+            stop(proc, home, kill)
 
 
 def main() -> int:
@@ -212,6 +222,12 @@ def main() -> int:
         "--no-warmup",
         action="store_true",
         help="skip the untimed first round (for a smoke run; the numbers then pay a cold cache)",
+    )
+    parser.add_argument(
+        "--kill",
+        action="store_true",
+        help="stop each `dagster dev` with SIGKILL, not its graceful shutdown of several seconds"
+        " (for a smoke run; the stop is not timed)",
     )
     args = parser.parse_args()
     # A SIGTERM (a CI timeout) unwinds through the finally blocks that stop the processes.
@@ -295,11 +311,12 @@ def main() -> int:
         try:
             # One untimed round first, so the first timed start pays no cold page cache.
             for number, case in enumerate([] if args.no_warmup else cases):
-                run_once(case, "warmup", tmp / "runs" / f"warmup_case{number}")
+                run_once(case, "warmup", tmp / "runs" / f"warmup_case{number}", args.kill)
             for repeat in range(args.repeats):
                 for number, case in enumerate(cases):
                     label = f"repeat{repeat}"
-                    elapsed, peak = run_once(case, label, tmp / "runs" / f"{label}_case{number}")
+                    run_dir = tmp / "runs" / f"{label}_case{number}"
+                    elapsed, peak = run_once(case, label, run_dir, args.kill)
                     results[case.name].samples.append(elapsed)
                     results[case.name].peak_rss = max(results[case.name].peak_rss, peak)
         except StartupFailed as exc:
