@@ -36,13 +36,17 @@ setup(
         # pytest-timeout: a hung tool process fails its test with the stacks, not the 90-minute CI job.
         # pandas: dlt's filesystem read_csv needs it, and the docs-style test pipelines use it.
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "pandas>=2"],
-        # A Postgres source for dlt's sql_database from a plain postgresql://user:pass@host/db
-        # URL (Sling's binary brings its own driver). SQLAlchemy 2.1 maps that URL to psycopg 3;
-        # 2.0 mapped it to psycopg2, which is why the lower bound is 2.1 and not 2.
+        # Postgres for the Dagster instance (dagster-postgres, deploy/dagster.yaml), for the
+        # warehouse (dlt's postgres destination, which drives psycopg2) and for dlt's
+        # sql_database sources (Sling's binary brings its own driver). SQLAlchemy 2.1 maps a
+        # plain postgresql://user:pass@host/db URL to psycopg 3; 2.0 mapped it to psycopg2,
+        # which is why the lower bound is 2.1 and not 2.
         "postgres": [
-            "dlt[sql_database]>=1.20",
+            "dagster-postgres>=0.29,<0.30",
+            "dlt[sql_database,postgres]>=1.20",
             "sqlalchemy>=2.1",
             "psycopg[binary]>=3.2",
+            "psycopg2-binary>=2.9",
         ],
     },
 )

@@ -169,3 +169,9 @@ def postgres() -> Iterator:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """A fresh, empty database on the session's PostgreSQL server: its postgresql:// URL."""
+    return postgres.new_database()

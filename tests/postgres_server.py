@@ -69,9 +69,25 @@ class PostgresServer:
 
     # -- addresses -------------------------------------------------------------------------
 
-    def _url(self, password: str) -> str:
+    def _url(self, password: str, dbname: str | None = None) -> str:
         user = quote(self.user, safe="")
-        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{self.dbname}"
+        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{dbname or self.dbname}"
+
+    def new_database(self, name: str | None = None) -> str:
+        """Create an empty database owned by the test role; its URL (a secret, like `url`)."""
+        import psycopg
+        from psycopg import sql
+
+        name = name or f"t_{secrets.token_hex(6)}"
+        with psycopg.connect(
+            host=str(self.dir), port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(self.user)
+                )
+            )
+        return self._url(quote(self.password, safe=""), name)
 
     @property
     def url(self) -> str:
