@@ -29,6 +29,7 @@ from _timing import measure, report  # noqa: E402
 from elt_repo.discovery.sling_streams import connection_configs  # noqa: E402
 from elt_repo.discovery.walk import discover  # noqa: E402
 from elt_repo.tool_env import sling_binary, sling_environment  # noqa: E402
+from elt_repo.warehouse import DUCKDB, Warehouse  # noqa: E402
 from tests.postgres_server import PostgresServer  # noqa: E402
 
 REPLICATION = "source: PG\ntarget: WAREHOUSE\nstreams:\n  shop.*:\n    object: '{obj}'\n"
@@ -59,7 +60,7 @@ def main() -> None:
         )
         obj = "main.{stream_schema}_{stream_table}"
         (folder / "replication.yaml").write_text(REPLICATION.format(obj=obj))
-        shared = connection_configs({}, {}, Path(tmp) / "warehouse.duckdb")
+        shared = connection_configs({}, {}, Warehouse(DUCKDB, path=Path(tmp) / "warehouse.duckdb"))
         binary = os.environ.get("SLING_BINARY") or sling_binary() or "sling"
         sling_env = {**sling_environment(Path(tmp) / "sling"), "PG": json.dumps(conn)}
         sling_env["PATH"] = os.environ.get("PATH", "")

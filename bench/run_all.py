@@ -46,6 +46,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         ["--tables", "50", "--repeats", "5"],
         ["--tables", "3", "--repeats", "1"],
     ),
+    "bench_postgres.py": (
+        ["--rows", "1000000", "--repeats", "3"],
+        ["--rows", "200", "--repeats", "1"],
+    ),
     # 66d1315: the last commit before pipelines repos were read as untrusted input (issue 14).
     "bench_hardening.py": (
         ["--before", "66d1315", "--size", "1000", "--repeats", "5"],

@@ -1,4 +1,5 @@
-"""Keep secrets out of messages: URL credentials, and the values of secret-named variables.
+"""Keep secrets out of messages: URL credentials, the values of secret-named variables, and
+the secrets this process resolved for its own connections.
 
 Also `plain`, which takes the terminal codes out of what a tool printed, before it is shown.
 """
@@ -14,6 +15,15 @@ _URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|CREDENTIAL|PRIVATE_KEY", re.I)
 # Shorter values (say "1" or "yes") would mask ordinary words; real secrets are longer.
 _MIN_SECRET_LENGTH = 6
+# Secrets this process resolved for its own connections (the warehouse's password), whatever
+# variable they came from, or none: a literal password in ELT_WAREHOUSE.
+_REMEMBERED: set[str] = set()
+
+
+def remember_secret(value: str) -> None:
+    """Mask `value` in everything `redact` returns from now on, in this process."""
+    if len(value) >= _MIN_SECRET_LENGTH:
+        _REMEMBERED.add(value)
 
 
 def secret_values(environ: Mapping[str, str]) -> list[str]:
@@ -27,9 +37,11 @@ def secret_values(environ: Mapping[str, str]) -> list[str]:
 
 
 def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """`text` with URL userinfo and every secret variable's value replaced by ***."""
+    """`text` with URL userinfo, every secret variable's value and every remembered secret
+    replaced by ***."""
     text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
-    for value in secret_values(os.environ if environ is None else environ):
+    values = {*secret_values(os.environ if environ is None else environ), *_REMEMBERED}
+    for value in sorted(values, key=len, reverse=True):
         text = text.replace(value, MASK)
     return text
 

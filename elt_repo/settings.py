@@ -7,17 +7,21 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+if TYPE_CHECKING:  # elt_repo.warehouse imports this module
+    from elt_repo.warehouse import Warehouse
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = PACKAGE_DIR.parent / "examples" / "pipelines"
 # The default repository: examples/pipelines committed into a local Git repo under the state dir.
 EXAMPLE_REPO_URL = "example"
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# `${VAR}` and `${VAR:-default}`.
+VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -69,7 +73,7 @@ def interpolate(value: str, environ: Mapping[str, str], where: str = "") -> str:
             )
         raise SettingsError(f"{where}environment variable {name} is not set".strip())
 
-    return _VAR.sub(sub, value)
+    return VARIABLE.sub(sub, value)
 
 
 def interpolate_tree(value: Any, environ: Mapping[str, str], where: str = "") -> Any:
@@ -150,7 +154,8 @@ class Settings:
     auto_refresh: bool
     poll_interval: int
     state_dir: Path
-    warehouse: Path
+    # A DuckDB file, or a Postgres database (its URL as written: `${VAR}` unresolved).
+    warehouse: Warehouse
     discovery_timeout: float = 60.0
     automation_interval: int = 30
     # A worktree unused for this long, and pinned by no queued or running run, may be removed.
@@ -274,6 +279,8 @@ def load_settings(
     environ: Mapping[str, str] | None = None, project_dir: Path | None = None
 ) -> Settings:
     """Build settings: environment over `.env` over `elt.yaml` over the defaults."""
+    from elt_repo.warehouse import parse_warehouse  # it imports this module
+
     project_dir = (project_dir or default_project_dir()).resolve()
     env = {**read_dotenv(project_dir / ".env"), **(os.environ if environ is None else environ)}
     conf = _read_elt_yaml(project_dir / "elt.yaml")
@@ -318,7 +325,9 @@ def load_settings(
         else _bool("ELT_AUTO_REFRESH", str(auto_refresh)),
         poll_interval=_number("ELT_POLL_INTERVAL", str(poll), int, 5),
         state_dir=path("ELT_STATE_DIR", "state_dir", ".elt_state"),
-        warehouse=path("ELT_WAREHOUSE", "warehouse", "data/warehouse.duckdb"),
+        warehouse=parse_warehouse(
+            str(get("ELT_WAREHOUSE", "warehouse", "data/warehouse.duckdb")), env, project_dir
+        ),
         discovery_timeout=_number("ELT_DISCOVERY_TIMEOUT", str(timeout), float, 1),
         automation_interval=_number("ELT_AUTOMATION_INTERVAL", str(automation), int, 5),
         worktree_grace=_number("ELT_WORKTREE_GRACE", str(grace), int, 0),

@@ -39,7 +39,7 @@ def main() -> int:
         )
 
     print(f"\nTables in {settings.warehouse}:")
-    rows = table_counts(str(settings.warehouse))
+    rows = table_counts(settings.warehouse)
     width = max(len(f"{s}.{t}") for s, t, _ in rows)
     for schema, table, count in rows:
         print(f"  {f'{schema}.{table}':<{width}}  {count:>7,}")

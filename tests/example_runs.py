@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -31,6 +31,13 @@ def materialize_examples_at_once(
     env: Mapping[str, str], runs: int = len(EXAMPLE_RUNS)
 ) -> list[tuple[int, str]]:
     """Start the first `runs` runs together; (return code, output) of each once all ended."""
+    return materialize_at_once(env, EXAMPLE_RUNS[:runs])
+
+
+def materialize_at_once(
+    env: Mapping[str, str], runs: Sequence[Sequence[str]]
+) -> list[tuple[int, str]]:
+    """Start one run per `--select` (and options) together; (return code, output) of each."""
     procs = [
         subprocess.Popen(
             [DAGSTER, "asset", "materialize", "-m", "elt_repo.definitions", "--select", *run],
@@ -40,7 +47,7 @@ def materialize_examples_at_once(
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for run in EXAMPLE_RUNS[:runs]
+        for run in runs
     ]
     outputs = [proc.communicate(timeout=600)[0] for proc in procs]
     return [(proc.returncode, out) for proc, out in zip(procs, outputs, strict=True)]

@@ -14,6 +14,7 @@ LAYERS = {
     "settings": 1,
     "redact": 1,
     "tool_env": 1,
+    "warehouse": 1,
     "schemas": 2,
     "git": 3,
     "discovery": 4,

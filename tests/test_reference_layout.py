@@ -225,7 +225,7 @@ def test_failed_load_jobs_fail_the_asset(
         "    return p.run([{'id': 1}], table_name='items')\n"
     )
     settings, _, ops = _one_run_pipeline(repo, settings_for, body)
-    settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    settings.warehouse.file.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(settings.warehouse)) as con:  # a destination table that rejects the row
         con.execute(
             "create schema strict_data; create table strict_data.items (id bigint check (id > 100), _dlt_load_id varchar not null, _dlt_id varchar not null)"

@@ -456,7 +456,7 @@ def file_surface(scenario: Scenario, path: Path) -> str:
         return HOME_FILES
     if path.is_relative_to(scenario.root / "tmp"):
         return TEMP_FILES
-    if path.name.startswith(scenario.settings.warehouse.name):
+    if path.name.startswith(scenario.settings.warehouse.file.name):
         return WAREHOUSE
     return OTHER_FILES
 
@@ -553,7 +553,9 @@ def test_the_secrets_were_really_used(scenario: Scenario) -> None:
     (spec,) = [p for p in scenario.manifest.pipelines if p.name == "shop_secret"]
     sling = build_resources(scenario.settings)["sling"]
     folder = scenario.settings.repo_state_dir / "worktrees" / commit / spec.folder
-    env = sling.for_pipeline(spec.sling.connections, folder).prepare_environment()
+    env = sling.for_pipeline(
+        spec.sling.connections, folder, scenario.settings.warehouse
+    ).prepare_environment()
     assert json.loads(env["SHOP_DB"])["password"] == PASSWORD
 
 

@@ -20,7 +20,7 @@ def test_defaults(tmp_path: Path) -> None:
         60,
     )
     assert s.state_dir == tmp_path / ".elt_state"
-    assert s.warehouse == tmp_path / "data" / "warehouse.duckdb"
+    assert s.warehouse.path == tmp_path / "data" / "warehouse.duckdb"
     assert s.github_token is None
     assert s.inspector_idle == 300.0
     assert s.executor == "multiprocess"
@@ -53,7 +53,7 @@ def test_elt_yaml_interpolates_paths_and_keeps_connections_raw(tmp_path: Path) -
         "warehouse: ${WH_DIR}/w.duckdb\nconnections:\n  PG: {type: postgres, password: '${PG_PASSWORD}'}\n"
     )
     s = load_settings({"WH_DIR": "/srv", "PG_PASSWORD": "hunter2"}, project_dir=tmp_path)
-    assert s.warehouse == Path("/srv/w.duckdb")
+    assert s.warehouse.path == Path("/srv/w.duckdb")
     assert s.connections["PG"]["password"] == "${PG_PASSWORD}"
 
 

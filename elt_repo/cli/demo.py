@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from dagster import (
 
 from elt_repo.defs.partitions import apply_partition_requests, dynamic_partition_requests
 from elt_repo.manifest import Manifest
+from elt_repo.warehouse import Warehouse
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -68,9 +70,13 @@ def materialize_all(
     return outcomes
 
 
-def table_counts(warehouse: str) -> list[tuple[str, str, int]]:
-    """(schema, table, rows) for every user table in the warehouse, read back from DuckDB."""
-    with duckdb.connect(warehouse, read_only=True) as con:
+def table_counts(warehouse: Warehouse | str) -> list[tuple[str, str, int]]:
+    """(schema, table, rows) for every user table in the warehouse (a DuckDB path, or either
+    kind of Warehouse), read back from it; dlt's own tables and staging schemas left out."""
+    if isinstance(warehouse, Warehouse) and not warehouse.is_duckdb:
+        return _postgres_counts(warehouse)
+    path = str(warehouse.file if isinstance(warehouse, Warehouse) else warehouse)
+    with duckdb.connect(path, read_only=True) as con:
         tables = con.sql(
             "select schema_name, table_name from duckdb_tables() "
             "where not table_name like '\\_dlt%' escape '\\' and not schema_name like '%\\_staging' escape '\\' "
@@ -80,3 +86,22 @@ def table_counts(warehouse: str) -> list[tuple[str, str, int]]:
             (schema, table, con.sql(f'select count(*) from "{schema}"."{table}"').fetchone()[0])
             for schema, table in tables
         ]
+
+
+def _postgres_counts(warehouse: Warehouse) -> list[tuple[str, str, int]]:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(warehouse.resolved_url(os.environ)) as con:
+        tables = con.execute(  # no parameters: psycopg sends the % as written
+            "select table_schema, table_name from information_schema.tables "
+            "where table_type = 'BASE TABLE' "
+            "and table_schema not in ('pg_catalog', 'information_schema') "
+            "and table_name not like '\\_dlt%' and table_schema not like '%\\_staging' "
+            "order by 1, 2"
+        ).fetchall()
+        counts = []
+        for schema, table in tables:
+            count = sql.SQL("select count(*) from {}").format(sql.Identifier(schema, table))
+            counts.append((schema, table, con.execute(count).fetchone()[0]))
+        return counts

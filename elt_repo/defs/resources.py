@@ -29,7 +29,6 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     return {
         "dlt": DltResource(),
         "sling": EltSlingResource(
-            warehouse=str(settings.warehouse),
             sling_state=str(settings.sling_home),
             shared_connections={k: dict(v) for k, v in settings.connections.items()},
             stall_seconds=settings.sling_stall_seconds,

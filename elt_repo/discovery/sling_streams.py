@@ -16,6 +16,7 @@ from elt_repo.redact import plain, redact
 from elt_repo.schemas import SlingStreamSpec, config_error
 from elt_repo.settings import SettingsError, interpolate_tree
 from elt_repo.tool_env import sling_binary, sling_environment
+from elt_repo.warehouse import Warehouse
 
 WAREHOUSE = "WAREHOUSE"
 # Connection properties that name a local file; a relative one resolves against the pipeline folder.
@@ -28,11 +29,31 @@ _VARIABLE = re.compile(r"\{([A-Za-z_]+)\}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
+# Sling's Postgres driver knows no sslmode `prefer` (libpq's default, which dlt and psycopg
+# use) and defaults to `require`, which a server without TLS refuses.
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def warehouse_connection(warehouse: Warehouse) -> dict[str, Any]:
+    """The warehouse as a Sling connection; a URL's `${VAR}` stay until a run fills them."""
+    if warehouse.is_duckdb:
+        return {"type": "duckdb", "instance": str(warehouse.file)}
+    parts = warehouse.parts
+    conn = {"type": "postgres", "host": parts.host, "user": parts.user, "database": parts.database}
+    if parts.password is not None:
+        conn["password"] = parts.password
+    if parts.port:
+        conn["port"] = parts.port
+    if "sslmode" not in parts.query and parts.host in _LOOPBACK:
+        conn["sslmode"] = "disable"  # a loopback connection: TLS would protect nothing
+    return {**conn, **parts.query}
+
+
 def connection_configs(
-    own: Mapping[str, Any], shared: Mapping[str, Any], warehouse: Path | str
+    own: Mapping[str, Any], shared: Mapping[str, Any], warehouse: Warehouse
 ) -> dict[str, Mapping[str, Any]]:
     """Every connection a pipeline may name: the warehouse, the settings' ones, its own."""
-    return {WAREHOUSE: {"type": "duckdb", "instance": str(warehouse)}, **shared, **own}
+    return {WAREHOUSE: warehouse_connection(warehouse), **shared, **own}
 
 
 def filled_connection(

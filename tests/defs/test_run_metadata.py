@@ -125,7 +125,7 @@ def test_dlt_and_sling_materializations_share_the_vocabulary(
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
         for found in (issues, customers):
             table = found["dagster/table_name"]
-            assert table.split(".")[0] == settings.warehouse.stem
+            assert table.split(".")[0] == settings.warehouse.file.stem
             (rows,) = con.sql(f"select count(*) from {table}").fetchone()
             assert rows == found["dagster/row_count"]
             columns = {c.name for c in found["dagster/column_schema"].columns}

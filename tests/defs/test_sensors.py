@@ -72,7 +72,7 @@ def test_first_tick_refreshes_adds_partitions_and_reloads(
     assert request.partitions_def_name == "store_sales__keys"
     assert list(request.partition_keys) == ["us-east", "us-west", "eu-central"]
     # The pool every example writes through exists before any run claims it, limit 1.
-    pool = duckdb_pool(settings.warehouse)
+    pool = duckdb_pool(settings.warehouse.file)
     assert list(instance.event_log_storage.get_concurrency_keys()) == [pool]
     assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1
     body = webserver.wait_for_reload()

@@ -100,9 +100,7 @@ def run_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, instanc
 
     monkeypatch.setattr(sling, "SLING_BIN", str(fake_sling(tmp_path, body)))
     monkeypatch.setenv("SLING_BINARY", sling.SLING_BIN)
-    resource = EltSlingResource(
-        warehouse=str(tmp_path / "w.duckdb"), sling_state=str(tmp_path / "s"), stall_seconds=2
-    )
+    resource = EltSlingResource(sling_state=str(tmp_path / "s"), stall_seconds=2)
     config = {"source": "A", "target": "B", "streams": {"main.t": {"object": "main.t"}}}
 
     @multi_asset(specs=[AssetSpec("t")])

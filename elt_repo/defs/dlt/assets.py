@@ -9,11 +9,9 @@ from typing import Any
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     AssetSpec,
     MaterializeResult,
-    MetadataValue,
     multi_asset,
 )
 
@@ -24,20 +22,15 @@ from elt_repo.defs.assets import (
     multi_asset_args,
     pipeline_asset_spec,
 )
+from elt_repo.defs.dlt.figures import table_figures
 from elt_repo.defs.failures import with_failure_details
 from elt_repo.defs.partitions import (
     partition_kwargs,
     partition_values,
 )
-from elt_repo.defs.pools import destination_kind, pipeline_pool
-from elt_repo.defs.run_metadata import TableFigures, with_metadata
-from elt_repo.defs.table_counts import (
-    DUCKDB,
-    POSTGRES_STYLE,
-    PartitionSlice,
-    partition_slices,
-    table_counts,
-)
+from elt_repo.defs.pools import destination_kind, loads_warehouse, pipeline_pool
+from elt_repo.defs.run_metadata import with_metadata
+from elt_repo.defs.table_counts import partition_slices
 from elt_repo.discovery.dlt_inspect import (
     call_source,
     import_pipeline_module,
@@ -45,12 +38,22 @@ from elt_repo.discovery.dlt_inspect import (
     table_name,
 )
 from elt_repo.discovery.pipeline_files import resolve_args
-from elt_repo.redact import plain, redact
 from elt_repo.schemas import ConfigError, PipelineSpec
 from elt_repo.tool_env import without_own_secrets
 
 # Measured on 1M rows: about 3x faster and 3x less memory than dlt's default insert format.
 LOADER_FILE_FORMAT = "parquet"
+# dlt loads parquet into Postgres only through an ADBC driver, which elt_repo[postgres] does not
+# install: asked for parquet, it warns on every run and picks another format. Its own choice is
+# insert_values for rows, and for Arrow tables a format written without touching the rows
+# (200,000 rows: 1.5 s against 6.2 s in insert_values). Not csv for rows: dlt 1.31 then counts
+# each row once per column, and elt/rows_loaded is that count.
+LOADER_FILE_FORMATS = {"postgres": None}
+
+
+def loader_file_format(destination: str) -> str | None:
+    """The file format dlt loads `destination` with; None: dlt's own choice."""
+    return LOADER_FILE_FORMATS.get(destination, LOADER_FILE_FORMAT)
 
 
 def elt_translator(pipeline: PipelineSpec) -> Any:
@@ -67,13 +70,20 @@ def elt_translator(pipeline: PipelineSpec) -> Any:
 
 
 def _destination(ctx: BuildContext, pipeline: PipelineSpec) -> Any:
+    """The warehouse as a dlt destination, or the name of the one the pipeline's config names.
+
+    Resolved before pipeline code runs: a `${VAR}` of the warehouse URL may be one of
+    elt_repo's own variables, which pipeline code never sees.
+    """
     import dlt
 
-    name = destination_kind(pipeline)
-    if name == "duckdb":
-        ctx.settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
-        return dlt.destinations.duckdb(credentials=str(ctx.settings.warehouse))
-    return name
+    warehouse = ctx.settings.warehouse
+    if not loads_warehouse(ctx.settings, pipeline):
+        return destination_kind(ctx.settings, pipeline)
+    if warehouse.is_duckdb:
+        warehouse.file.parent.mkdir(parents=True, exist_ok=True)
+        return dlt.destinations.duckdb(credentials=str(warehouse.file))
+    return dlt.destinations.postgres(credentials=warehouse.resolved_url(os.environ))
 
 
 def _source(folder: Path, pipeline: PipelineSpec, partition: dict[str, Any]) -> Any:
@@ -110,96 +120,23 @@ def declared_only(source: Any, pipeline: PipelineSpec) -> tuple[Any, list[str]]:
     return source, extra
 
 
-def table_figures(
-    dlt_pipeline: Any,
-    keys: list[AssetKey | None],
-    catalog: str | None,
-    column: str | None = None,
-    slices: list[PartitionSlice] | None = None,
-) -> tuple[dict[AssetKey, TableFigures], str | None]:
-    """Per asset: the rows this run loaded and the bytes of its files (dlt's own counts, nested
-    tables apart), the table's rows after the run (in all and per partition, read through dlt's
-    sql_client), and the real `<database>.<dataset>.<table>` name. Also why the tables could
-    not be counted, if they could not."""
-    trace = dlt_pipeline.last_trace
-    normalize = trace.last_normalize_info if trace else None
-    counts = {t: n for t, n in (normalize.row_counts if normalize else {}).items()}
-    sizes: dict[str, int] = {}
-    load = trace.last_load_info if trace else None
-    for package in load.load_packages if load else ():
-        for job in package.jobs.get("completed_jobs", []):
-            table = job.job_file_info.table_name
-            sizes[table] = sizes.get(table, 0) + int(job.file_size or 0)
-    naming = dlt_pipeline.default_schema.naming
-    tables = {
-        key: naming.normalize_table_identifier(key.path[-1]) for key in keys if key is not None
-    }
-    stored, problem = _stored_counts(dlt_pipeline, tables.values(), column, slices or [])
-    figures: dict[AssetKey, TableFigures] = {}
-    for key, table in tables.items():
-        family = {t: n for t, n in counts.items() if t == table or t.startswith(f"{table}__")}
-        total, by_partition = stored.get(table, (None, {}))
-        metadata: dict[str, Any] = {
-            "elt/rows_by_table": MetadataValue.json(dict(sorted(family.items())))
-        }
-        if catalog:
-            metadata["dagster/table_name"] = f"{catalog}.{dlt_pipeline.dataset_name}.{table}"
-        figures[key] = TableFigures(
-            rows_loaded=counts.get(table, 0),
-            bytes=sum(sizes.get(t, 0) for t in {table, *family}),
-            table_rows=total,
-            partition_rows=by_partition,
-            metadata=metadata,
-        )
-    return figures, problem
-
-
-def _stored_counts(
-    dlt_pipeline: Any, tables: Any, column: str | None, slices: list[PartitionSlice]
-) -> tuple[dict[str, tuple[int, dict[str, int]]], str | None]:
-    """table -> (rows, rows per partition), counted on the destination through dlt's client."""
-    counted: dict[str, tuple[int, dict[str, int]]] = {}
-    try:
-        with dlt_pipeline.sql_client() as client:
-            engine = str(dlt_pipeline.destination.destination_type).rsplit(".", 1)[-1]
-            dialect = DUCKDB if engine in ("duckdb", "motherduck") else POSTGRES_STYLE
-
-            def query(sql: str, params: Any) -> Any:
-                return client.execute_sql(sql, *params)
-
-            existing = {
-                str(name)
-                for (name,) in query(
-                    "select table_name from information_schema.tables where table_schema = "
-                    + dialect.placeholder,
-                    [client.dataset_name],
-                )
-            }
-            for table in (t for t in tables if t in existing):  # a table with no rows yet: none
-                counted[table] = table_counts(
-                    query, client.dataset_name, table, column, slices, dialect
-                )
-    except Exception as exc:  # a count is a report, not the load: the load has succeeded
-        return counted, redact(
-            plain(str(exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-        )
-    return counted, None
-
-
 def dataset_error(ctx: BuildContext, pipeline: PipelineSpec) -> ConfigError | None:
     """A dlt dataset named like the warehouse file's stem: DuckDB cannot tell the catalog from
     the schema, and every run would fail with "Ambiguous reference to catalog or schema"."""
-    if pipeline.dlt is None or destination_kind(pipeline) != "duckdb":
+    warehouse = ctx.settings.warehouse
+    if pipeline.dlt is None or not warehouse.is_duckdb:
+        return None
+    if destination_kind(ctx.settings, pipeline) != "duckdb":
         return None
     dataset = pipeline.dlt.dataset_name or pipeline.name
-    if dataset != ctx.settings.warehouse.stem:
+    if dataset != warehouse.file.stem:
         return None
     field = "dlt.dataset_name" if pipeline.dlt.dataset_name else "name"
     return ConfigError(
         f"{pipeline.folder}/dagster.yaml",
         field,
         f"the dlt dataset {dataset!r} has the name of the warehouse file "
-        f"{ctx.settings.warehouse.name}, which DuckDB cannot tell apart from it; set "
+        f"{warehouse.file.name}, which DuckDB cannot tell apart from it; set "
         "dlt.dataset_name to another name",
     )
 
@@ -210,6 +147,7 @@ def _load(
     pinned: Pinned,
     partition: dict[str, Any],
     built_from: PipelineSpec,
+    destination: Any,
 ) -> tuple[list[Any], Any, list[str]]:
     """Build the source of the pinned commit and run it through dagster-dlt: the tool's
     materializations, the dlt pipeline and the tables no asset declares."""
@@ -219,7 +157,7 @@ def _load(
     assert spec.dlt is not None
     dlt_pipeline = dlt.pipeline(
         pipeline_name=spec.name,
-        destination=_destination(ctx, spec),
+        destination=destination,
         dataset_name=spec.dlt.dataset_name or spec.name,
         pipelines_dir=str(ctx.settings.dlt_dir),
     )
@@ -237,7 +175,7 @@ def _load(
                 dlt_source=source,
                 dlt_pipeline=dlt_pipeline,
                 dagster_dlt_translator=elt_translator(built_from),
-                loader_file_format=LOADER_FILE_FORMAT,
+                loader_file_format=loader_file_format(destination_kind(ctx.settings, spec)),
             )
         )
     except Exception:
@@ -251,7 +189,7 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
     """One multi-asset per dlt pipeline, one asset per resource."""
     assert pipeline.dlt is not None
     dlt_spec = pipeline.dlt
-    kind = destination_kind(pipeline)
+    kind = destination_kind(ctx.settings, pipeline)
     specs = [
         pipeline_asset_spec(
             ctx,
@@ -272,11 +210,15 @@ def build_dlt_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinit
         spec = pinned.pipeline
         partition = partition_values(context, spec)
         started = datetime.now(UTC)
+        destination = _destination(ctx, spec)
+        into_warehouse = loads_warehouse(ctx.settings, spec)
+        catalog = ctx.settings.warehouse.catalog(os.environ) if into_warehouse else None
         # Its .dlt/*.toml, for the load and the counts; never elt_repo's own credentials.
         with pipeline_settings(pinned.folder), without_own_secrets():
-            results, dlt_pipeline, undeclared = _load(ctx, context, pinned, partition, pipeline)
+            results, dlt_pipeline, undeclared = _load(
+                ctx, context, pinned, partition, pipeline, destination
+            )
             facts = ctx.run_facts(pinned, partition, started)
-            catalog = ctx.settings.warehouse.stem if destination_kind(spec) == "duckdb" else None
             part = spec.partitions
             figures, problem = table_figures(
                 dlt_pipeline,

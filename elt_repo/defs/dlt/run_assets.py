@@ -4,7 +4,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
@@ -26,6 +25,7 @@ from elt_repo.defs.run_metadata import TableFigures, with_metadata
 from elt_repo.discovery.dlt_inspect import import_pipeline_module, pipeline_settings
 from elt_repo.schemas import PipelineSpec
 from elt_repo.tool_env import without_own_secrets
+from elt_repo.warehouse import Warehouse
 
 
 def run_asset_key(pipeline: PipelineSpec) -> AssetKey:
@@ -34,13 +34,17 @@ def run_asset_key(pipeline: PipelineSpec) -> AssetKey:
 
 
 @contextmanager
-def run_environment(warehouse: Path) -> Iterator[None]:
-    """Unless configured otherwise, dlt's duckdb destination is the warehouse during run()."""
-    var = "DESTINATION__DUCKDB__CREDENTIALS"
-    added = var not in os.environ
+def run_environment(warehouse: Warehouse) -> Iterator[None]:
+    """Unless configured otherwise, dlt's destination of the warehouse's kind (duckdb or
+    postgres) is the warehouse during run()."""
+    var = f"DESTINATION__{warehouse.kind.upper()}__CREDENTIALS"
+    added = not any(k == var or k.startswith(f"{var}__") for k in os.environ)
     if added:
-        warehouse.parent.mkdir(parents=True, exist_ok=True)
-        os.environ[var] = str(warehouse)
+        if warehouse.is_duckdb:
+            warehouse.file.parent.mkdir(parents=True, exist_ok=True)
+            os.environ[var] = str(warehouse.file)
+        else:
+            os.environ[var] = warehouse.resolved_url(os.environ)
     try:
         yield
     finally:
@@ -49,13 +53,14 @@ def run_environment(warehouse: Path) -> Iterator[None]:
 
 
 def build_dlt_run_asset(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefinition:
-    """One asset for a `run()` pipeline, loading wherever its own dlt code says (duckdb: the warehouse)."""
+    """One asset for a `run()` pipeline, loading wherever its own dlt code says (a destination
+    of the warehouse's kind: the warehouse)."""
     assert pipeline.dlt is not None
     spec = pipeline_asset_spec(
         ctx,
         pipeline,
         run_asset_key(pipeline),
-        destination_kind="duckdb",
+        destination_kind=ctx.settings.warehouse.kind,
         entry_file=pipeline.dlt.source_file,
         extra_metadata={"elt/style": "run()"},
     )

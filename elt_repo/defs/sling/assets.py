@@ -1,6 +1,7 @@
 """Sling replications as multi-assets: specs from the manifest, execution through dagster-sling."""
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -30,12 +31,18 @@ from elt_repo.defs.partitions import partition_values
 from elt_repo.defs.pools import pipeline_pool, target_kind
 from elt_repo.defs.run_metadata import TableFigures, with_metadata
 from elt_repo.defs.sling.resource import EltSlingResource
-from elt_repo.defs.table_counts import PartitionSlice, partition_slices, table_counts
+from elt_repo.defs.table_counts import (
+    PartitionSlice,
+    partition_slices,
+    table_counts,
+    warehouse_query,
+)
 from elt_repo.discovery.pipeline_files import fill_partition_vars, resolve_stream_name
 from elt_repo.discovery.safe_files import read_yaml
 from elt_repo.discovery.sling_streams import WAREHOUSE
 from elt_repo.redact import plain
 from elt_repo.schemas import PipelineSpec, SlingStreamSpec
+from elt_repo.warehouse import Warehouse
 
 
 class EltSlingTranslator(DagsterSlingTranslator):
@@ -101,31 +108,28 @@ def rows_inserted(log_lines: Iterable[str]) -> dict[tuple[str, str], int]:
 
 
 def warehouse_figures(
-    warehouse: Path,
+    warehouse: Warehouse,
     objects: Mapping[AssetKey, tuple[str | None, str]],
     column: str | None = None,
     slices: Sequence[PartitionSlice] = (),
 ) -> dict[AssetKey, TableFigures]:
     """Per asset, the real `<database>.<schema>.<table>`, its columns, and its rows (in all and
-    per partition), read from DuckDB."""
-    import duckdb  # only at run time: it is 30 MiB that loading the definitions never needs
-
+    per partition), read from the warehouse."""
     figures: dict[AssetKey, TableFigures] = {}
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-
-        def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-            return con.execute(sql, list(params)).fetchall()
-
+    catalog = warehouse.catalog(os.environ)
+    default_schema = "main" if warehouse.is_duckdb else "public"
+    with warehouse_query(warehouse) as (query, dialect):
+        p = dialect.placeholder
         for key, (schema, table) in objects.items():
-            schema = schema or "main"
+            schema = schema or default_schema
             columns = query(
                 "select column_name, data_type from information_schema.columns "
-                "where table_schema = ? and table_name = ? order by ordinal_position",
+                f"where table_schema = {p} and table_name = {p} order by ordinal_position",
                 [schema, table],
             )
             metadata: dict[str, Any] = {
-                "dagster/table_name": f"{warehouse.stem}.{schema}.{table}",
-                "dagster/storage_kind": "duckdb",
+                "dagster/table_name": f"{catalog}.{schema}.{table}",
+                "dagster/storage_kind": warehouse.kind,
             }
             if not columns:
                 figures[key] = TableFigures(metadata=metadata)
@@ -133,7 +137,7 @@ def warehouse_figures(
             metadata["dagster/column_schema"] = TableSchema(
                 columns=[TableColumn(name=n, type=t.lower()) for n, t in columns]
             )
-            total, by_partition = table_counts(query, schema, table, column, slices)
+            total, by_partition = table_counts(query, schema, table, column, slices, dialect)
             figures[key] = TableFigures(
                 table_rows=total, partition_rows=by_partition, metadata=metadata
             )
@@ -173,10 +177,10 @@ def build_sling_assets(ctx: BuildContext, pipeline: PipelineSpec) -> AssetsDefin
             for name, stream_config in config["streams"].items()
             if asset_key(pipeline, specs[name].table) in selected
         }
-        resource = sling.for_pipeline(run_spec.connections, folder)
+        resource = sling.for_pipeline(run_spec.connections, folder, ctx.settings.warehouse)
         started = datetime.now(UTC)
-        # Into the warehouse, warehouse_figures counts the rows on its own DuckDB connection;
-        # dagster-sling's count would start `sling conns exec` and a DuckDB CLI (0.4 s a run).
+        # Into the warehouse, warehouse_figures counts the rows on its own connection;
+        # dagster-sling's count would start `sling conns exec` (and a DuckDB CLI: 0.4 s a run).
         results = resource.run_replication(
             context, config, translator, fetch_row_count=run_spec.target != WAREHOUSE
         )

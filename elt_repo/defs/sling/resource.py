@@ -14,6 +14,7 @@ from dagster_sling import DagsterSlingTranslator, SlingConnectionResource, Sling
 from elt_repo.defs.sling.stall import StallWatch
 from elt_repo.discovery.sling_streams import connection_configs, filled_connection
 from elt_repo.tool_env import sling_environment, without_own_secrets
+from elt_repo.warehouse import Warehouse
 
 
 def connection_resource(
@@ -25,9 +26,13 @@ def connection_resource(
 
 
 class EltSlingResource(SlingResource):
-    """SlingResource with the warehouse connection, settings connections and a private HOME."""
+    """SlingResource with the settings' connections and a private HOME; a run adds the
+    warehouse's (`for_pipeline`).
 
-    warehouse: str
+    The warehouse is not a field: a resource's config is stored with every run's job snapshot,
+    and a Postgres URL may hold a literal password.
+    """
+
     sling_state: str
     shared_connections: dict[str, Any] = {}
     stall_seconds: float = 300.0
@@ -35,13 +40,19 @@ class EltSlingResource(SlingResource):
     def prepare_environment(self) -> dict[str, Any]:
         return {**sling_environment(Path(self.sling_state)), **super().prepare_environment()}
 
-    def for_pipeline(self, connections: Mapping[str, Any], folder: Path) -> EltSlingResource:
+    def for_pipeline(
+        self, connections: Mapping[str, Any], folder: Path, warehouse: Warehouse
+    ) -> EltSlingResource:
         """A copy with every connection a pipeline may name: warehouse, settings, its own."""
-        Path(self.warehouse).parent.mkdir(parents=True, exist_ok=True)
-        configs = connection_configs(connections, self.shared_connections, self.warehouse)
+        if warehouse.is_duckdb:
+            warehouse.file.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            # A `${VAR}` that is not set fails here, naming ELT_WAREHOUSE; and from here on the
+            # password is masked in whatever this process redacts (Sling's errors included).
+            warehouse.resolved(os.environ)
+        configs = connection_configs(connections, self.shared_connections, warehouse)
         return EltSlingResource(
             connections=[connection_resource(n, c, folder) for n, c in configs.items()],
-            warehouse=self.warehouse,
             sling_state=self.sling_state,
             shared_connections=self.shared_connections,
             stall_seconds=self.stall_seconds,
