@@ -212,7 +212,9 @@ class GraphQL:
             if node["repository"]["location"]["name"] == LOCATION
         }
 
-    def launch_assets(self, job: str, keys: Iterable[tuple[str, ...]]) -> str:
+    def launch_assets(
+        self, job: str, keys: Iterable[tuple[str, ...]], tags: Mapping[str, str] | None = None
+    ) -> str:
         data = self(
             """
             mutation Launch($params: ExecutionParams!) {
@@ -232,6 +234,9 @@ class GraphQL:
                         "assetSelection": [{"path": list(k)} for k in keys],
                     },
                     "mode": "default",
+                    "executionMetadata": {
+                        "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]
+                    },
                 }
             },
         )

@@ -6,19 +6,22 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, AssetSpec
+from dagster import AssetExecutionContext, AssetKey, AssetSpec, Failure
 
+from elt_repo.defs import manifest_copies
 from elt_repo.defs.automation import automation_condition
 from elt_repo.defs.metadata import code_references, definition_metadata
 from elt_repo.defs.partitions import backfill_policy, partitions_def
 from elt_repo.defs.retries import retry_policy
 from elt_repo.defs.run_metadata import RunFacts
+from elt_repo.git.urls import GitSourceError
 from elt_repo.manifest import Manifest, ManifestStore
 from elt_repo.schemas import PipelineSpec
 from elt_repo.settings import Settings
@@ -79,28 +82,60 @@ class BuildContext:
         other run is tagged by its first step with the commit these definitions were built
         from. Either way every step of the run then reads the same commit, even when newer
         commits have arrived and the code location has been reloaded since.
+
+        The spec comes from the manifest of that commit: the one loaded, the copy kept in the
+        state dir, or the copy kept in the Dagster instance (a run in a new container). The
+        code comes from that commit's worktree, fetched by itself when this state dir has none.
+        Nothing else ever stands in: a commit whose manifest or code cannot be had fails the
+        step, naming the commit, and is not retried.
         """
         commit = run_commit(context)
         if not commit and self.manifest.commit:
             commit = self.manifest.commit
             context.instance.add_run_tags(context.run.run_id, {COMMIT_TAG: commit})
-        manifest = self.manifest
-        if commit and commit != self.manifest.commit:
-            manifest = ManifestStore(self.settings.manifest_path).read_at(commit) or manifest
-        spec = next((p for p in manifest.pipelines if p.name == pipeline.name), None)
-        if spec is None or manifest.commit != commit:
-            context.log.warning(
-                f"{pipeline.name}: no manifest of commit {commit} is kept; running the specs "
-                f"of {self.manifest.commit}"
+        manifest = self.manifest if commit == self.manifest.commit else None
+        if manifest is None and commit:
+            manifest = ManifestStore(self.settings.manifest_path).read_at(commit)
+            if manifest is None:
+                manifest = manifest_copies.read(
+                    context.instance, manifest_copies.location_name(), commit
+                )
+        if manifest is None:
+            raise _not_retried(
+                f"{pipeline.name}: no manifest of commit {commit} is kept, in "
+                f"{self.settings.state_dir} or in the Dagster instance; a run pinned to it "
+                "cannot run (launch a new one)"
             )
-            manifest, spec = self.manifest, pipeline
+        spec = next((p for p in manifest.pipelines if p.name == pipeline.name), None)
+        if spec is None:
+            raise _not_retried(f"{pipeline.name} is not a pipeline of commit {commit}")
         code_commit = manifest.commit_for(spec)
         folder = self.worktree_folder(code_commit, spec)
+        if code_commit and not folder.is_dir():  # a new container: fetch just that commit
+            folder = self._fetch(context, code_commit) / spec.folder
         context.log.info(
             f"{spec.name}: commit {commit}, code from {code_commit}"
             + (f", partition {context.partition_key}" if context.has_partition_key else "")
         )
         return Pinned(spec, folder, commit, code_commit)
+
+    def _fetch(self, context: AssetExecutionContext, commit: str) -> Path:
+        """The worktree of `commit`, fetched by itself (a run in a new container)."""
+        from elt_repo.refresh import git_source
+
+        started = time.monotonic()
+        try:
+            path = git_source(self.settings).commit_worktree(commit)
+        except GitSourceError as exc:
+            if exc.field == "elt_repo/commit":  # the remote does not have it: no retry helps
+                raise _not_retried(str(exc)) from None
+            raise Failure(description=str(exc)) from None
+        context.log.info(f"fetched commit {commit} in {time.monotonic() - started:.2f}s")
+        return path
+
+
+def _not_retried(message: str) -> Failure:
+    return Failure(description=message, allow_retries=False)
 
 
 def asset_key(pipeline: PipelineSpec, table: str) -> AssetKey:

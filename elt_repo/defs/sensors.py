@@ -24,6 +24,7 @@ from dagster import (
 
 from elt_repo.defs.assets import COMMIT_TAG
 from elt_repo.defs.health import broken, check_evaluation, manifest_observation
+from elt_repo.defs.manifest_copies import location_name, publish_quietly
 from elt_repo.defs.partitions import dynamic_partition_requests
 from elt_repo.defs.pools import sync_pools
 from elt_repo.defs.reload import reload_location
@@ -55,10 +56,6 @@ class RefreshFailed(Exception):
 def webserver_url() -> str | None:
     """Where reloads are asked for: ELT_WEBSERVER_URL, or None when it is not configured."""
     return os.environ.get("ELT_WEBSERVER_URL") or None
-
-
-def location_name() -> str:
-    return os.environ.get("ELT_LOCATION_NAME", "elt_repo")
 
 
 def request_reload(location: str, url: str) -> None:
@@ -175,6 +172,8 @@ def repo_sensor(settings: Settings, loaded: Manifest | None) -> SensorDefinition
             deadline=time.monotonic() + TICK_BUDGET_SECONDS,
         )
         manifest = result.manifest
+        # For runs in new containers; free when the copy is kept already (a skipped tick).
+        publish_quietly(context.instance, manifest, location_name())
         note = _reload_note(manifest, loaded, tracker)
         if result.error is not None:
             raise RefreshFailed(

@@ -157,6 +157,53 @@ class GitSource:
         logger.info("%s at %s is commit %s", self.url, self.ref, commit)
         return Checkout(commit=commit, ref=self.ref, path=path)
 
+    def commit_worktree(self, commit: str) -> Path:
+        """The worktree of `commit`, fetched by itself when this state dir does not have it.
+
+        For a run that starts in a new container with an empty state dir: it fetches only that
+        commit, by sha (shallow, into a new mirror), with the token handling and URL checks of
+        sync(), and checks it out. It never fetches the branch, and never returns any other
+        commit: one the remote no longer has (a force-push, then gc) is a GitSourceError
+        naming the commit. On the code server's host the worktree usually exists already.
+        """
+        path = self.worktree(commit)  # a full sha, or ValueError
+        if path.is_dir():
+            return path
+        self._git.check_local()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            if path.is_dir():  # another step of the run made it while we waited
+                return path
+            mirror = self._mirror()
+            self._clear_interrupted(mirror)
+            if self._rev_parse(mirror, commit) is None:
+                fresh = not self._git.local("for-each-ref", "--count=1", cwd=mirror).strip()
+                try:
+                    self._git.network(
+                        "fetch",
+                        "--no-write-fetch-head",
+                        *(["--depth=1"] if fresh else []),  # a full mirror stays unshallow
+                        "--",
+                        self._git.remote.git_url,
+                        f"{commit}:refs/pinned/{commit}",
+                        cwd=mirror,
+                    )
+                except GitSourceError as exc:
+                    if exc.field != "ELT_REPO_BRANCH":  # auth, reach, disk: as sync() says
+                        raise GitSourceError(
+                            exc.field, f"cannot fetch commit {commit}: {exc.message}"
+                        ) from None
+                    raise GitSourceError(
+                        "elt_repo/commit",
+                        f"commit {commit} is not in {self.url} (force-pushed away, or never "
+                        "pushed); no other commit is run in its place",
+                    ) from None
+                if self._rev_parse(mirror, commit) is None:
+                    raise GitSourceError(
+                        "elt_repo/commit", f"{self.url} sent no commit {commit} when asked for it"
+                    )
+            return self._checkout(mirror, commit)
+
     def current(self) -> Checkout | None:
         """The checkout `current` points at, or None."""
         try:

@@ -8,6 +8,7 @@ import logging
 import os
 import pickle
 import secrets
+import shutil
 import socket
 import subprocess
 import time
@@ -659,3 +660,61 @@ def test_https_with_wrong_credentials_in_the_url_blames_the_url(
         f"ELT_REPO_URL: authentication failed for {url}",
     )
     assert "hunter2" not in str(error)
+
+
+# -- one commit, for a run in a new container ----------------------------------------------------
+
+
+def test_commit_worktree_fetches_only_that_commit_into_a_new_state_dir(
+    https: GitHttpsServer, served: Upstream, state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    old = served.git("rev-parse", "HEAD")
+    served.commit(text="second\n")  # the branch has moved on; the run wants the old commit
+    source = GitSource(https.url(served.path.name), "main", state, token=TOKEN)
+
+    path = source.commit_worktree(old)
+    assert path == source.worktree(old)
+    assert (path / "pipelines/a/dagster.yaml").read_text() == "first\n"
+    mirror = state / "mirror.git"
+    assert git.Repo(path).head.commit.hexsha == old
+    assert git.Repo(mirror).git.rev_parse("--is-shallow-repository") == "true"
+    refs = git.Repo(mirror).git.for_each_ref("--format=%(refname)").split()
+    assert refs == [f"refs/pinned/{old}"]  # not the branch, not its history
+    assert source.current() is None  # `current` is the code server's; a run leaves it alone
+    assert source.commit_worktree(old) == path  # made once
+    assert_no_token(state, caplog.text)
+
+
+def test_commit_worktree_on_the_code_servers_host_reuses_the_full_mirror(
+    upstream: Upstream, state: Path, git_calls: list[list[str]]
+) -> None:
+    source = GitSource(str(upstream.path), "main", state)
+    first = source.sync().commit
+    second = upstream.commit(text="second\n")
+    shutil.rmtree(source.worktree(first))  # pruned, say; its objects are in the mirror
+    calls = len(git_calls)
+    assert (source.commit_worktree(first) / "pipelines/a/dagster.yaml").read_text() == "first\n"
+    assert subcommands(git_calls[calls:], "fetch") == 0
+    # A commit the mirror lacks is fetched by sha, without --depth: the mirror stays whole.
+    assert (source.commit_worktree(second) / "pipelines/a/dagster.yaml").read_text() == "second\n"
+    mirror = git.Repo(state / "mirror.git")
+    assert mirror.git.rev_parse("--is-shallow-repository") == "false"
+
+
+def test_commit_worktree_of_a_commit_the_remote_no_longer_has_names_it(
+    tmp_path: Path, state: Path
+) -> None:
+    work = Upstream(tmp_path / "work")
+    kept = work.commit(text="kept\n")
+    doomed = work.commit(text="doomed\n")
+    work.git("reset", "-q", "--hard", kept)  # a force-push, then the remote's gc
+    work.git("reflog", "expire", "--expire=now", "--all")
+    work.git("gc", "-q", "--prune=now")
+
+    source = GitSource(str(work.path), "main", state)
+    error = error_of(lambda: source.commit_worktree(doomed))
+    assert error.field == "elt_repo/commit"
+    assert f"commit {doomed} is not in {source.url}" in str(error)
+    assert not source.worktree(doomed).exists()
+    assert not source.worktree(kept).exists()  # and nothing in its place
