@@ -339,18 +339,18 @@ def test_force_discovers_unchanged_folders_again(repo: PipelinesRepo, tmp_path: 
     ]
 
 
-SQL_DATABASE_PSYCOPG2 = """
+SQL_DATABASE_PYMYSQL = """
 from dlt.sources.sql_database import sql_database
 
 
 def shop_db():
-    return sql_database("postgresql+psycopg2://shop:s3cr3t-pw@127.0.0.1:9/shop")
+    return sql_database("mysql+pymysql://shop:s3cr3t-pw@127.0.0.1:9/shop")
 """
 
 
 def test_a_missing_driver_names_the_package_to_install(repo: PipelinesRepo, settings_for) -> None:
-    """dlt's sql_database with a psycopg2 URL, where psycopg2 is not installed."""
-    repo.write("pipelines/shop_db/pipeline.py", SQL_DATABASE_PSYCOPG2)
+    """dlt's sql_database with a MySQL URL, where its driver (pymysql) is not installed."""
+    repo.write("pipelines/shop_db/pipeline.py", SQL_DATABASE_PYMYSQL)
     repo.write("pipelines/shop_db/dagster.yaml", {"dlt": {"source": "pipeline.py:shop_db"}})
     repo.commit("shop_db")
     (error,) = refresh(settings_for(repo.url)).manifest.errors
@@ -359,8 +359,8 @@ def test_a_missing_driver_names_the_package_to_install(repo: PipelinesRepo, sett
         "dlt.source",
         True,
     )
-    assert "No module named 'psycopg2'" in error.message
-    assert "install psycopg2-binary beside elt_repo" in error.message
+    assert "No module named 'pymysql'" in error.message
+    assert "install pymysql beside elt_repo" in error.message
     assert "s3cr3t-pw" not in error.message
 
 

@@ -58,7 +58,7 @@ _ENVIRONMENT_ERROR_NAMES = {
 # that provides each; any other missing module is named as it is.
 _PACKAGES = {
     "psycopg": "psycopg[binary] (pip install 'elt_repo[postgres]')",
-    "psycopg2": "psycopg2-binary",
+    "psycopg2": "psycopg2-binary (pip install 'elt_repo[postgres]')",
     "sqlalchemy": "sqlalchemy (pip install 'elt_repo[postgres]')",
     "pymysql": "pymysql",
     "MySQLdb": "mysqlclient",
